@@ -1,0 +1,193 @@
+"""Where a model comes from and how its components are loaded; the scheduler registry.
+
+A model source is one of:
+- a hub id, e.g. ``stable-diffusion-v1-5/stable-diffusion-v1-5`` (downloaded or cached);
+- a local folder in diffusers' layout (model_index.json, tokenizer/, text_encoder/, unet/, vae/,
+  scheduler/) with safetensors weights;
+- ``bundled``: the small model trained by ``toy/train.py`` that ships in ``models/toy-sd``;
+- ``auto`` (the default): SD v1.5 when a CUDA or MPS device is present and its weights can be had,
+  otherwise the bundled model. The environment variable ``SD_MODEL`` overrides ``auto``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
+    UNet2DConditionModel,
+    UniPCMultistepScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from transformers import CLIPTextModel, CLIPTokenizer
+
+SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "toy-sd"
+COMPONENTS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
+WEIGHTED = ("text_encoder", "unet", "vae")
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+
+# name -> (diffusers class, display name as AUTOMATIC1111 calls the sampler)
+SCHEDULERS: dict[str, tuple[type[SchedulerMixin], str]] = {
+    "pndm": (PNDMScheduler, "PLMS"),
+    "lms": (LMSDiscreteScheduler, "LMS"),
+    "heun": (HeunDiscreteScheduler, "Heun"),
+    "dpm++": (DPMSolverMultistepScheduler, "DPM++ 2M"),
+    "euler": (EulerDiscreteScheduler, "Euler"),
+    "euler_a": (EulerAncestralDiscreteScheduler, "Euler a"),
+    "ddim": (DDIMScheduler, "DDIM"),
+    "unipc": (UniPCMultistepScheduler, "UniPC"),
+}
+
+
+class ModelSourceError(ValueError):
+    """A model source that cannot be used, with a message that says what to do instead."""
+
+
+@dataclass
+class Components:
+    """Everything the hand-written loop needs, loaded from one source."""
+
+    tokenizer: CLIPTokenizer
+    text_encoder: CLIPTextModel
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    scheduler_config: dict
+    source: str
+    reason: str
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
+def check_scheduler_name(name: object) -> str:
+    if name not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}, got {name!r}")
+    return name
+
+
+def make_scheduler(name: str, scheduler_config: dict) -> SchedulerMixin:
+    """A fresh scheduler of the registered kind, configured from the model's own scheduler config."""
+    cls, _ = SCHEDULERS[check_scheduler_name(name)]
+    return cls.from_config(scheduler_config)
+
+
+def pick_device() -> torch.device:
+    """CUDA, then Apple's MPS, then the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on CUDA, fp32 elsewhere."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def check_model_folder(folder: Path) -> Path:
+    """A folder in diffusers' layout with safetensors weights, or a ModelSourceError saying why not."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelSourceError(f"model folder {str(folder)!r} does not exist")
+    missing = [c for c in ("model_index.json", *COMPONENTS) if not (folder / c).exists()]
+    if missing:
+        raise ModelSourceError(
+            f"model folder {str(folder)!r} is not in diffusers' layout: missing {', '.join(missing)} "
+            f"(expected model_index.json and the folders {', '.join(COMPONENTS)})"
+        )
+    for part in WEIGHTED:
+        files = [p for p in (folder / part).iterdir() if p.is_file()]
+        if any(p.suffix == ".safetensors" for p in files):
+            continue
+        pickles = [p.name for p in files if p.suffix in PICKLE_SUFFIXES]
+        if pickles:
+            raise ModelSourceError(
+                f"model folder {str(folder)!r}: {part}/ holds only pickle weights ({', '.join(pickles)}); "
+                "pickle files can run arbitrary code, so only safetensors are loaded. Convert them "
+                "with `model.save_pretrained(dir, safe_serialization=True)` in a trusted environment."
+            )
+        raise ModelSourceError(f"model folder {str(folder)!r}: {part}/ holds no .safetensors weights")
+    return folder
+
+
+def _cached_hub_snapshot(hub_id: str, allow_download: bool) -> Path:
+    """The local snapshot of a hub model, downloading it only when allowed."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"]
+    try:
+        return Path(snapshot_download(hub_id, allow_patterns=patterns, local_files_only=not allow_download))
+    except Exception as err:  # offline, not cached, unknown id: all end in the same advice
+        raise ModelSourceError(
+            f"model {hub_id!r} is neither a local folder nor in the local Hugging Face cache, "
+            "and could not be downloaded "
+            f"({type(err).__name__}). Fetch it once with network access: "
+            f"`huggingface-cli download {hub_id}`, point SD_MODEL at a local copy, "
+            "or use the bundled model: SD_MODEL=bundled."
+        ) from None
+
+
+def resolve_source(source: str | os.PathLike | None = "auto", device: torch.device | None = None) -> tuple[Path, str]:
+    """The folder to load from and one line saying which model is used and why."""
+    device = device or pick_device()
+    online = os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False")
+    if source in (None, "auto") and os.environ.get("SD_MODEL"):
+        source = os.environ["SD_MODEL"]
+        why = "set by SD_MODEL"
+    else:
+        why = "asked for"
+    if source in (None, "auto"):
+        if device.type == "cpu":
+            return check_model_folder(BUNDLED_MODEL), "bundled toy model: no CUDA or MPS device for SD v1.5"
+        try:
+            return _cached_hub_snapshot(SD15_HUB_ID, allow_download=online), f"{SD15_HUB_ID} on {device.type}"
+        except ModelSourceError:
+            return check_model_folder(BUNDLED_MODEL), f"bundled toy model: {SD15_HUB_ID} is neither cached nor reachable"
+    if source in ("bundled", "toy"):
+        return check_model_folder(BUNDLED_MODEL), f"bundled toy model ({why})"
+    path = Path(source).expanduser()
+    if path.exists() or str(source).startswith((".", "/", "~")) or str(source).count("/") != 1:
+        return check_model_folder(path), f"local folder {str(path)!r} ({why})"
+    return _cached_hub_snapshot(str(source), allow_download=online), f"{source} from the hub cache ({why})"
+
+
+def load_components(
+    source: str | os.PathLike | None = "auto",
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Components:
+    """Load tokenizer, text encoder, U-Net, VAE and scheduler config from one source."""
+    device = torch.device(device) if device is not None else pick_device()
+    dtype = dtype or pick_dtype(device)
+    folder, reason = resolve_source(source, device)
+    print(f"Model: {reason}")
+    kwargs = {"torch_dtype": dtype, "use_safetensors": True}
+    tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype, use_safetensors=True)
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kwargs)
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kwargs)
+    scheduler_config = PNDMScheduler.load_config(folder, subfolder="scheduler")
+    for model in (text_encoder, unet, vae):
+        model.to(device).eval().requires_grad_(False)
+    return Components(tokenizer, text_encoder, unet, vae, dict(scheduler_config), str(folder), reason)

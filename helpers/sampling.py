@@ -1,0 +1,223 @@
+"""`generate(...)`: the hand-written text-to-image loop that the notebook builds cell by cell.
+
+The steps follow diffusers' ``StableDiffusionPipeline.__call__`` one for one, so that, on the
+same components, seed and scheduler, both give the same pixels:
+    1. check inputs   2. encode the prompt   3. timesteps   4. initial latents
+    5. denoising loop with classifier-free guidance   6. VAE decode
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from helpers.models import Components, check_scheduler_name, make_scheduler
+from helpers.seeding import check_seed, cpu_noise, make_generator
+
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+@dataclass
+class Generation:
+    """What `generate` returns: images, their float pixels, and how they were made."""
+
+    images: list[Image.Image]
+    pixels: np.ndarray  # (N, H, W, 3) float32 in [0, 1], as the pipeline's output_type="np"
+    latents: torch.Tensor  # the final latents, before VAE decoding
+    seed: int | None
+    unet_calls: int
+    seconds: float
+
+
+def check_inputs(
+    prompt: object,
+    negative_prompt: object,
+    height: object,
+    width: object,
+    num_inference_steps: object,
+    guidance_scale: object,
+    num_images_per_prompt: object,
+    scheduler: object,
+    vae_scale_factor: int,
+) -> tuple[list[str], list[str] | None]:
+    """Validate everything before any model work; returns the prompts and negatives as lists."""
+    if isinstance(prompt, str):
+        prompts = [prompt]
+    elif isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+        if not prompt:
+            raise ValueError("prompt must not be an empty list")
+        prompts = prompt
+    else:
+        raise TypeError(f"prompt must be a str or a list of str, got {type(prompt).__name__}")
+    negatives = None
+    if isinstance(negative_prompt, str):
+        negatives = [negative_prompt] * len(prompts)
+    elif isinstance(negative_prompt, list) and all(isinstance(p, str) for p in negative_prompt):
+        if len(negative_prompt) != len(prompts):
+            raise ValueError(
+                f"negative_prompt has {len(negative_prompt)} entries but prompt has {len(prompts)}: "
+                "give one negative prompt per prompt, or a single str for all"
+            )
+        negatives = negative_prompt
+    elif negative_prompt is not None:
+        raise TypeError(f"negative_prompt must be None, a str or a list of str, got {type(negative_prompt).__name__}")
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % vae_scale_factor:
+            raise ValueError(f"{name} must be a positive multiple of the VAE scale factor {vae_scale_factor}, got {value!r}")
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}")
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
+        raise TypeError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
+    if math.isnan(guidance_scale) or math.isinf(guidance_scale) or guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+    if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+        raise ValueError(f"num_images_per_prompt must be an int >= 1, got {num_images_per_prompt!r}")
+    check_scheduler_name(scheduler)
+    return prompts, negatives
+
+
+def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
+    """Token ids padded to the tokenizer's model_max_length; warns, naming the dropped text, when a prompt is too long."""
+    max_length = tokenizer.model_max_length
+    ids = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
+    for prompt, kept in zip(prompts, ids):
+        full = tokenizer(prompt).input_ids
+        if len(full) > max_length:
+            dropped = tokenizer.decode(full[max_length - 1 : -1])
+            warnings.warn(f"prompt is longer than {max_length} tokens; this part was dropped: {dropped!r}", stacklevel=3)
+    return ids
+
+
+@torch.no_grad()
+def encode_text(components: Components, prompts: list[str]) -> torch.Tensor:
+    """CLIP's last hidden state for each prompt: (batch, model_max_length, hidden size)."""
+    ids = tokenize(components.tokenizer, prompts).to(components.device)
+    return components.text_encoder(ids)[0].to(components.text_encoder.dtype)
+
+
+def prompt_embeddings(
+    components: Components, prompts: list[str], negatives: list[str] | None, num_images_per_prompt: int, guided: bool
+) -> torch.Tensor:
+    """Text embeddings for the U-Net: [unconditional or negative; conditional] when guided."""
+    embeds = encode_text(components, prompts).repeat_interleave(num_images_per_prompt, dim=0)
+    if not guided:
+        return embeds
+    uncond = encode_text(components, negatives or [""] * len(prompts)).repeat_interleave(num_images_per_prompt, dim=0)
+    return torch.cat([uncond, embeds])
+
+
+def initial_latents(components: Components, batch: int, height: int, width: int, generator: torch.Generator, init_noise_sigma: float) -> torch.Tensor:
+    """Gaussian latents from a CPU generator, scaled to the scheduler's starting noise level."""
+    f = components.vae_scale_factor
+    shape = (batch, components.unet.config.in_channels, height // f, width // f)
+    return cpu_noise(shape, generator, components.device, components.dtype) * init_noise_sigma
+
+
+def step_kwargs(scheduler, generator: torch.Generator) -> dict:
+    """The extra arguments scheduler.step takes: the generator for ancestral samplers, eta=0 for DDIM."""
+    accepted = inspect.signature(scheduler.step).parameters
+    kwargs = {}
+    if "eta" in accepted:
+        kwargs["eta"] = 0.0
+    if "generator" in accepted:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+@torch.no_grad()
+def guided_noise(components: Components, scheduler, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """One U-Net call (at batch 2 when guided) and classifier-free guidance."""
+    guided = embeds.shape[0] == 2 * latents.shape[0]
+    model_input = torch.cat([latents] * 2) if guided else latents
+    model_input = scheduler.scale_model_input(model_input, t)
+    noise = components.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
+    if not guided:
+        return noise
+    uncond, cond = noise.chunk(2)
+    return uncond + guidance_scale * (cond - uncond)
+
+
+@torch.no_grad()
+def decode(components: Components, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """VAE decode of (unscaled) latents to pixels in [0, 1], (N, 3, H, W)."""
+    vae = components.vae
+    image = vae.decode(latents / vae.config.scaling_factor, return_dict=False, generator=generator)[0]
+    return (image / 2 + 0.5).clamp(0, 1)
+
+
+def to_numpy(pixels: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) tensor in [0, 1] -> (N, H, W, 3) float32 array."""
+    return pixels.cpu().permute(0, 2, 3, 1).float().numpy()
+
+
+def to_pil(pixels: np.ndarray) -> list[Image.Image]:
+    """(N, H, W, 3) floats in [0, 1] -> PIL images, rounded as diffusers rounds them."""
+    return [Image.fromarray(p) for p in (pixels * 255).round().astype("uint8")]
+
+
+def generate(
+    components: Components,
+    prompt: str | list[str],
+    negative_prompt: str | list[str] | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    num_images_per_prompt: int = 1,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    scheduler: str = "pndm",
+    callback: StepCallback | None = None,
+    progress: bool = False,
+) -> Generation:
+    """Text to image with the hand-written loop. `callback(i, t, latents, noise_pred)` runs after each step."""
+    # 0. Default height and width from the U-Net's sample size
+    f = components.vae_scale_factor
+    height = components.unet.config.sample_size * f if height is None else height
+    width = components.unet.config.sample_size * f if width is None else width
+    # 1. Check inputs, before any model work
+    prompts, negatives = check_inputs(
+        prompt, negative_prompt, height, width, num_inference_steps, guidance_scale, num_images_per_prompt, scheduler, f
+    )
+    if seed is not None and generator is not None:
+        raise ValueError("give seed or generator, not both")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if generator is None:
+        seed = check_seed(seed) if seed is not None else random.randrange(2**32)
+        generator = make_generator(seed)
+    started = time.perf_counter()
+    # 2. Encode the prompt; guidance <= 1 skips the unconditional pass, as diffusers does
+    guided = guidance_scale > 1
+    embeds = prompt_embeddings(components, prompts, negatives, num_images_per_prompt, guided)
+    # 3. Timesteps from a fresh scheduler configured from the model's own config
+    sched = make_scheduler(scheduler, components.scheduler_config)
+    sched.set_timesteps(num_inference_steps, device=components.device)
+    # 4. Initial latents from the CPU generator
+    latents = initial_latents(components, len(prompts) * num_images_per_prompt, height, width, generator, sched.init_noise_sigma)
+    # 5. Denoising loop: iterate scheduler.timesteps (Heun evaluates twice per step)
+    extra = step_kwargs(sched, generator)
+    timesteps = sched.timesteps
+    for i, t in enumerate(timesteps if not progress else _progress(timesteps)):
+        noise_pred = guided_noise(components, sched, latents, t, embeds, guidance_scale)
+        latents = sched.step(noise_pred, t, latents, **extra, return_dict=False)[0]
+        if callback is not None:
+            callback(i, t, latents, noise_pred)
+    # 6. Decode with the VAE
+    pixels = to_numpy(decode(components, latents, generator))
+    return Generation(to_pil(pixels), pixels, latents, seed, len(timesteps), time.perf_counter() - started)
+
+
+def _progress(timesteps: torch.Tensor):
+    from tqdm.auto import tqdm
+
+    return tqdm(timesteps, desc="denoising", leave=False)

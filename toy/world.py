@@ -1,0 +1,238 @@
+"""The toy world: 64x64 pictures of one or two simple shapes, their captions, and how to score them.
+
+One module serves training (draw scenes, caption them) and evaluation (read a generated picture
+back into colour, shape, size, position and background). Colours are the CSS named colours.
+
+Grammar (every attribute but the shape may be left out; what is left out is drawn at random):
+    one shape:  "a [small|large] [colour] <shape> [on the left|...] [on a <bg> background]"
+    two shapes: "a [colour] <shape> and a [colour] <shape> [on a <bg> background]"
+                (the first shape named stands on the left, the second on the right)
+The empty prompt "" is the unconditional caption used for classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+IMAGE_SIZE = 64
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (255, 0, 0),
+    "green": (0, 128, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "purple": (128, 0, 128),
+    "orange": (255, 165, 0),
+}
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "gray": (128, 128, 128),
+}
+SHAPES = ("circle", "square", "triangle")
+SIZES = {"small": (7.0, 9.0), "large": (12.0, 14.0)}  # half-width in pixels
+POSITIONS: dict[str, tuple[float, float]] = {  # centre (x, y) in pixels
+    "on the left": (16.0, 32.0),
+    "on the right": (48.0, 32.0),
+    "at the top": (32.0, 16.0),
+    "at the bottom": (32.0, 48.0),
+    "in the center": (32.0, 32.0),
+}
+# Colour-shape-position combinations never drawn in training: the held-out split.
+HELD_OUT: frozenset[tuple[str, str, str]] = frozenset(
+    {
+        ("red", "triangle", "on the left"),
+        ("blue", "circle", "on the right"),
+        ("green", "square", "at the top"),
+        ("yellow", "triangle", "at the bottom"),
+        ("purple", "square", "in the center"),
+        ("orange", "circle", "on the left"),
+        ("red", "square", "at the bottom"),
+        ("blue", "triangle", "at the top"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class Shape:
+    color: str
+    shape: str
+    size: str
+    position: str
+
+
+@dataclass(frozen=True)
+class Scene:
+    shapes: tuple[Shape, ...]
+    background: str
+
+
+def sample_scene(rng: np.random.Generator, split: str = "train", two_shape_prob: float = 0.25) -> Scene:
+    """A random scene; in the train split, no shape uses a held-out colour-shape-position combination."""
+    background = str(rng.choice(list(BACKGROUNDS)))
+    two = rng.random() < two_shape_prob
+    positions = ["on the left", "on the right"] if two else [str(rng.choice(list(POSITIONS)))]
+    shapes = []
+    for position in positions:
+        while True:
+            shape = Shape(
+                str(rng.choice(list(COLORS))),
+                str(rng.choice(SHAPES)),
+                str(rng.choice(list(SIZES))),
+                position,
+            )
+            held = (shape.color, shape.shape, shape.position) in HELD_OUT
+            if split != "train" or not held:
+                break
+        shapes.append(shape)
+    return Scene(tuple(shapes), background)
+
+
+def caption(scene: Scene, rng: np.random.Generator | None = None, keep: float = 0.7) -> str:
+    """The caption of a scene; with rng, each optional attribute is kept with probability `keep`."""
+
+    def kept() -> bool:
+        return rng is None or rng.random() < keep
+
+    def noun_phrase(s: Shape, with_size: bool) -> str:
+        words = ["a"]
+        if with_size and kept():
+            words.append(s.size)
+        if kept():
+            words.append(s.color)
+        words.append(s.shape)
+        return " ".join(words)
+
+    if len(scene.shapes) == 1:
+        s = scene.shapes[0]
+        text = noun_phrase(s, with_size=True)
+        if kept():
+            text += " " + s.position
+    else:
+        text = " and ".join(noun_phrase(s, with_size=False) for s in scene.shapes)
+    if kept():
+        text += f" on a {scene.background} background"
+    return text
+
+
+def shape_mask(shape: str, cx: float, cy: float, half: float, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Boolean mask of one shape centred at (cx, cy) with the given half-width."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    dx, dy = x - cx, y - cy
+    if shape == "circle":
+        return dx**2 + dy**2 <= half**2
+    if shape == "square":
+        return (np.abs(dx) <= half) & (np.abs(dy) <= half)
+    if shape == "triangle":  # pointing up, base at the bottom
+        t = (dy + half) / (2 * half)  # 0 at the apex, 1 at the base
+        return (t >= 0) & (t <= 1) & (np.abs(dx) <= half * t)
+    raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
+
+
+def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
+    """Draw a scene as a uint8 array (H, W, 3); sizes and centres are jittered by rng."""
+    image = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    image[:] = BACKGROUNDS[scene.background]
+    for s in scene.shapes:
+        cx, cy = POSITIONS[s.position]
+        if len(scene.shapes) == 1:
+            cx, cy = cx + rng.uniform(-3, 3), cy + rng.uniform(-3, 3)
+        else:
+            cy = cy + rng.uniform(-6, 6)
+        half = rng.uniform(*SIZES[s.size])
+        if len(scene.shapes) > 1:
+            half = min(half, 11.0)
+        image[shape_mask(s.shape, cx, cy, half)] = COLORS[s.color]
+    return image
+
+
+def parse_caption(text: str) -> dict:
+    """The attributes a caption names, as {'background': ..., 'shapes': [{...}, ...]} (None where left out)."""
+    text = text.strip()
+    background = None
+    for name in BACKGROUNDS:
+        suffix = f" on a {name} background"
+        if text.endswith(suffix):
+            background, text = name, text[: -len(suffix)]
+    shapes = []
+    for part in text.split(" and "):
+        found = {"color": None, "shape": None, "size": None, "position": None}
+        for pos in POSITIONS:
+            if part.endswith(" " + pos):
+                found["position"], part = pos, part[: -len(pos) - 1]
+        for word in part.split():
+            if word in COLORS:
+                found["color"] = word
+            elif word in SHAPES:
+                found["shape"] = word
+            elif word in SIZES:
+                found["size"] = word
+        shapes.append(found)
+    if len(shapes) == 2:
+        shapes[0]["position"], shapes[1]["position"] = "on the left", "on the right"
+    return {"background": background, "shapes": shapes}
+
+
+def nearest(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
+    """The palette name closest to an RGB colour."""
+    names = list(palette)
+    dist = [np.sum((np.asarray(palette[n], np.float32) - rgb) ** 2) for n in names]
+    return names[int(np.argmin(dist))]
+
+
+def measure_shape(mask: np.ndarray, image: np.ndarray) -> dict:
+    """Colour, shape, size and position read from the pixels under one shape's mask."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 12:
+        return {"color": None, "shape": None, "size": None, "position": None}
+    color = nearest(image[mask].astype(np.float32).mean(0), COLORS)
+    width, height = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+    fill = len(xs) / float(width * height)
+    # square fills its box (1.0), circle pi/4 (0.79), triangle 1/2: split half-way between
+    shape = "square" if fill > 0.89 else "circle" if fill > 0.64 else "triangle"
+    cx, cy = (xs.min() + xs.max() + 1) / 2.0, (ys.min() + ys.max() + 1) / 2.0  # box centre
+    half = max(width, height) / 2.0
+    size = "small" if half < (SIZES["small"][1] + SIZES["large"][0]) / 2 else "large"
+    position = min(POSITIONS, key=lambda p: (POSITIONS[p][0] - cx) ** 2 + (POSITIONS[p][1] - cy) ** 2)
+    return {"color": color, "shape": shape, "size": size, "position": position}
+
+
+def foreground(image: np.ndarray) -> tuple[np.ndarray, str]:
+    """The mask of pixels that differ from the background (read off the border), and its name."""
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).astype(np.float32)
+    bg_rgb = np.median(border, axis=0)
+    dist = np.sqrt(((image.astype(np.float32) - bg_rgb) ** 2).sum(-1))
+    return dist > 60.0, nearest(bg_rgb, BACKGROUNDS)
+
+
+def read_scene(image: np.ndarray, num_shapes: int = 1) -> dict:
+    """Read a picture back: background and, per shape (left to right when two), its attributes."""
+    mask, background = foreground(image)
+    if num_shapes == 1:
+        shapes = [measure_shape(mask, image)]
+    else:
+        half = IMAGE_SIZE // 2
+        left, right = mask.copy(), mask.copy()
+        left[:, half:], right[:, :half] = False, False
+        shapes = [measure_shape(left, image), measure_shape(right, image)]
+    return {"background": background, "shapes": shapes}
+
+
+def score(text: str, image: np.ndarray) -> dict[str, bool]:
+    """For each attribute a caption names, whether the picture shows it (keys like 'color', 'shape')."""
+    wanted = parse_caption(text)
+    seen = read_scene(image, num_shapes=len(wanted["shapes"]))
+    result: dict[str, list[bool]] = {}
+    if wanted["background"] is not None:
+        result["background"] = [seen["background"] == wanted["background"]]
+    for want, got in zip(wanted["shapes"], seen["shapes"]):
+        for key in ("color", "shape", "size", "position"):
+            if want[key] is not None and (len(wanted["shapes"]) == 1 or key != "position"):
+                result.setdefault(key, []).append(got[key] == want[key])
+    return {k: all(v) for k, v in result.items()}
+
+
+def with_attributes(scene: Scene, **changes: str) -> Scene:
+    """A copy of a one-shape scene with some shape attributes changed."""
+    return Scene((replace(scene.shapes[0], **changes),), scene.background)

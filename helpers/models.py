@@ -179,15 +179,42 @@ def load_components(
 ) -> Components:
     """Load tokenizer, text encoder, U-Net, VAE and scheduler config from one source."""
     device = torch.device(device) if device is not None else pick_device()
-    dtype = dtype or pick_dtype(device)
     folder, reason = resolve_source(source, device)
     print(f"Model: {reason}")
-    kwargs = {"torch_dtype": dtype, "use_safetensors": True}
+    return load_folder(folder, reason, device, dtype or pick_dtype(device))
+
+
+def load_folder(folder: Path, reason: str, device: torch.device, dtype: torch.dtype) -> Components:
+    """Load every component from a checked folder in diffusers' layout, safetensors only."""
     tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
     text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype, use_safetensors=True)
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kwargs)
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kwargs)
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, use_safetensors=True)
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, use_safetensors=True)
     scheduler_config = PNDMScheduler.load_config(folder, subfolder="scheduler")
     for model in (text_encoder, unet, vae):
         model.to(device).eval().requires_grad_(False)
     return Components(tokenizer, text_encoder, unet, vae, dict(scheduler_config), str(folder), reason)
+
+
+def is_bundled(components: Components) -> bool:
+    """Whether the components are the bundled toy model's."""
+    return Path(components.source).resolve() == BUNDLED_MODEL.resolve()
+
+
+SD15_CONFIGS = Path(__file__).resolve().parent.parent / "models" / "sd15-configs"
+
+
+def sd15_architecture(device: torch.device | str = "meta", dtype: torch.dtype = torch.float32):
+    """SD v1.5's text encoder, U-Net and VAE built from their published configs, with random weights.
+
+    On the "meta" device nothing is allocated: good for parameter counts and shapes.
+    """
+    from transformers import CLIPTextConfig
+
+    with torch.device(device):
+        text_encoder = CLIPTextModel(CLIPTextConfig.from_json_file(SD15_CONFIGS / "text_encoder_config.json"))
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD15_CONFIGS / "unet_config.json"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(SD15_CONFIGS / "vae_config.json"))
+    if dtype != torch.float32:
+        text_encoder, unet, vae = text_encoder.to(dtype), unet.to(dtype), vae.to(dtype)
+    return text_encoder, unet, vae

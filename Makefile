@@ -1,0 +1,43 @@
+# The README's two commands. Each builds its own virtual environment on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+NOTEBOOK := StableDiffusion_Implementation.ipynb
+
+.PHONY: run test notebook train evaluate clean
+
+$(VENV)/.runtime: requirements.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed (diffusers 0.42, transformers 5)"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+## run: execute the notebook headless; the executed copy and the PNGs go to outputs/
+run: $(VENV)/.runtime
+	mkdir -p outputs
+	$(PY) -m papermill --cwd . $(NOTEBOOK) outputs/$(NOTEBOOK) -p output_dir outputs
+
+## test: ruff (Python and notebook), then pytest with nbval on the notebook
+test: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+## notebook: re-execute the committed notebook in place, so its outputs come from a clean run
+notebook: $(VENV)/.dev
+	$(PY) tools/execute_notebook.py $(NOTEBOOK)
+
+## train: retrain the bundled model in models/toy-sd (about 45 minutes on 2 CPU cores)
+train: $(VENV)/.runtime
+	$(PY) -m toy.train
+
+## evaluate: measure the bundled model's prompt adherence into toy/RESULTS.md
+evaluate: $(VENV)/.runtime
+	$(PY) -m toy.evaluate
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

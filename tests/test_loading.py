@@ -1,0 +1,64 @@
+"""Where models come from: folders, safetensors only, clear errors; the real SD v1.5 architecture."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from helpers.models import BUNDLED_MODEL, ModelSourceError, check_model_folder, load_components, resolve_source, sd15_architecture
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(ModelSourceError, match="does not exist"):
+        load_components(tmp_path / "nowhere", device="cpu")
+
+
+def test_folder_not_in_diffusers_layout(tmp_path):
+    (tmp_path / "unet").mkdir()
+    with pytest.raises(ModelSourceError, match="not in diffusers' layout: missing model_index.json"):
+        check_model_folder(tmp_path)
+
+
+def test_pickle_only_folder_is_refused(tiny_model_dir, tmp_path):
+    copy = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, copy)
+    weights = copy / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.rename(copy / "unet" / "diffusion_pytorch_model.bin")
+    with pytest.raises(ModelSourceError, match=r"unet/ holds only pickle weights \(diffusion_pytorch_model.bin\)"):
+        load_components(copy, device="cpu")
+
+
+def test_uncached_hub_id_offline_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelSourceError) as caught:
+        resolve_source("someone/not-a-model", torch.device("cpu"))
+    message = str(caught.value)
+    assert "'someone/not-a-model'" in message and "huggingface-cli download" in message and "SD_MODEL=bundled" in message
+
+
+def test_auto_on_cpu_picks_the_bundled_model(monkeypatch):
+    monkeypatch.delenv("SD_MODEL", raising=False)
+    folder, reason = resolve_source("auto", torch.device("cpu"))
+    assert folder == BUNDLED_MODEL and "bundled" in reason and "no CUDA or MPS" in reason
+
+
+def test_sd_model_overrides_auto(monkeypatch, tiny_model_dir):
+    monkeypatch.setenv("SD_MODEL", str(tiny_model_dir))
+    folder, reason = resolve_source("auto", torch.device("cpu"))
+    assert folder == tiny_model_dir and "SD_MODEL" in reason
+
+
+def test_sd15_architecture_counts_and_shapes():
+    text_encoder, unet, vae = sd15_architecture("meta")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(unet) == 859_520_964
+    assert count(vae) == 83_653_863
+    ids = torch.zeros(1, 77, dtype=torch.long, device="meta")
+    assert text_encoder(ids)[0].shape == (1, 77, 768)
+    latents = vae.encode(torch.zeros(1, 3, 512, 512, device="meta")).latent_dist.mean
+    assert latents.shape == (1, 4, 64, 64)
+    noise = unet(torch.cat([latents] * 2), 10, encoder_hidden_states=torch.zeros(2, 77, 768, device="meta")).sample
+    assert noise.shape == (2, 4, 64, 64)

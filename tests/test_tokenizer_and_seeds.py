@@ -21,7 +21,7 @@ def test_tokenizer_known_answer():
 
 
 def test_long_prompt_warns_and_names_the_dropped_text(tiny: Components):
-    with pytest.warns(UserWarning, match="longer than 77 tokens; this part was dropped: 'circle a red .*the very end'"):
+    with pytest.warns(UserWarning, match="longer than 77 tokens; this part was dropped: 'a red circle .*the very end'"):
         ids = tokenize(tiny.tokenizer, ["a red circle " * 30 + "the very end"])
     assert ids.shape == (1, 77)
 

@@ -11,6 +11,7 @@ A model source is one of:
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,9 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "toy-sd"
+SD15_CONFIGS = Path(__file__).resolve().parent.parent / "models" / "sd15-configs"
+# SD v1.5's own scheduler/scheduler_config.json: scaled-linear betas 0.00085..0.012, 1000 steps, epsilon
+SD15_SCHEDULER = json.loads((SD15_CONFIGS / "scheduler_config.json").read_text())
 COMPONENTS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
 WEIGHTED = ("text_encoder", "unet", "vae")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
@@ -201,7 +205,6 @@ def is_bundled(components: Components) -> bool:
     return Path(components.source).resolve() == BUNDLED_MODEL.resolve()
 
 
-SD15_CONFIGS = Path(__file__).resolve().parent.parent / "models" / "sd15-configs"
 
 
 def sd15_architecture(device: torch.device | str = "meta", dtype: torch.dtype = torch.float32):

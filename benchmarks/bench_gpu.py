@@ -71,7 +71,9 @@ def count_flops(components: Components, size: int) -> tuple[int, int]:
     """FLOPs of one guided U-Net call (batch 2) and of one VAE decode, at size x size pixels."""
     f = components.vae_scale_factor
     latents = torch.randn(2, 4, size // f, size // f, device=components.device, dtype=components.dtype)
-    text = torch.randn(2, 77, components.unet.config.cross_attention_dim, device=components.device, dtype=components.dtype)
+    text = torch.randn(
+        2, 77, components.unet.config.cross_attention_dim, device=components.device, dtype=components.dtype
+    )
     with torch.no_grad():
         with FlopCounterMode(display=False) as unet_counter:
             components.unet(latents, 500, encoder_hidden_states=text)
@@ -91,7 +93,9 @@ def build(toy: bool, device: torch.device, dtype: torch.dtype) -> Components:
         text_encoder, unet, vae = sd15_architecture(device, dtype)
     for m in (text_encoder, unet, vae):
         m.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    return Components(tokenizer, text_encoder, unet, vae, dict(SD15_SCHEDULER), "sd15-random", "SD v1.5 architecture, random weights")
+    return Components(
+        tokenizer, text_encoder, unet, vae, dict(SD15_SCHEDULER), "sd15-random", "SD v1.5 architecture, random weights"
+    )
 
 
 def main() -> None:
@@ -112,14 +116,23 @@ def main() -> None:
 
     results: dict = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "size": size, "dtype": str(dtype), "guidance_scale": 7.5, "batch": 1,
-        "date": time.strftime("%Y-%m-%d"), "variants": [],
+        "torch": torch.__version__,
+        "size": size,
+        "dtype": str(dtype),
+        "guidance_scale": 7.5,
+        "batch": 1,
+        "date": time.strftime("%Y-%m-%d"),
+        "variants": [],
     }
     unet_flops, vae_flops = count_flops(components, size)
     results["flops"] = {"unet_guided_step": unet_flops, "vae_decode": vae_flops}
     results["matmul_peak_flops"] = matmul_peak(device, 512 if args.toy else 8192)
-    print(f"device {results['device']}: U-Net step (batch 2) {unet_flops / 1e12:.3f} TFLOP, VAE decode {vae_flops / 1e12:.3f} TFLOP, "
-          f"bf16 matmul peak {results['matmul_peak_flops'] / 1e12:.0f} TFLOP/s", flush=True)
+    print(
+        f"device {results['device']}: U-Net step (batch 2) {unet_flops / 1e12:.3f} TFLOP, "
+        f"VAE decode {vae_flops / 1e12:.3f} TFLOP, "
+        f"bf16 matmul peak {results['matmul_peak_flops'] / 1e12:.0f} TFLOP/s",
+        flush=True,
+    )
 
     prompt = "a photograph of an astronaut riding a horse"
     f = components.vae_scale_factor
@@ -133,7 +146,13 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             times = timed(lambda: run(steps), device, args.repeats)
-            decode = statistics.median(timed(lambda: components.vae.decode(decode_latents / components.vae.config.scaling_factor), device, args.repeats))
+            decode = statistics.median(
+                timed(
+                    lambda: components.vae.decode(decode_latents / components.vae.config.scaling_factor),
+                    device,
+                    args.repeats,
+                )
+            )
         except Exception as err:  # a variant that fails is reported, not fatal
             print(f"{name}: FAILED {type(err).__name__}: {err}"[:400], flush=True)
             results["variants"].append({"name": name, "steps": steps, "error": f"{type(err).__name__}: {err}"[:400]})
@@ -141,30 +160,59 @@ def main() -> None:
         seconds = statistics.median(times)
         floor = (steps * unet_flops + vae_flops) / results["matmul_peak_flops"]
         row = {
-            "name": name, "steps": steps, "seconds_per_image": seconds, "all_seconds": times,
-            "denoising_steps_per_s": steps / max(seconds - decode, 1e-9), "vae_decode_s": decode,
+            "name": name,
+            "steps": steps,
+            "seconds_per_image": seconds,
+            "all_seconds": times,
+            "denoising_steps_per_s": steps / max(seconds - decode, 1e-9),
+            "vae_decode_s": decode,
             "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
             "fraction_of_floor": floor / seconds,
         }
         results["variants"].append(row)
         mem = f"{row['peak_mem_gib']:.2f} GiB" if row["peak_mem_gib"] is not None else "n/a"
-        print(f"{name:48s} {steps:3d} steps {seconds:7.3f} s/image {row['denoising_steps_per_s']:7.1f} steps/s "
-              f"peak {mem}  {100 * row['fraction_of_floor']:.1f}% of floor", flush=True)
+        print(
+            f"{name:48s} {steps:3d} steps {seconds:7.3f} s/image {row['denoising_steps_per_s']:7.1f} steps/s "
+            f"peak {mem}  {100 * row['fraction_of_floor']:.1f}% of floor",
+            flush=True,
+        )
 
     with torch.no_grad():
         pipe = StableDiffusionPipeline(
-            vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer, unet=components.unet,
-            scheduler=make_scheduler("pndm", components.scheduler_config), safety_checker=None, feature_extractor=None,
+            vae=components.vae,
+            text_encoder=components.text_encoder,
+            tokenizer=components.tokenizer,
+            unet=components.unet,
+            scheduler=make_scheduler("pndm", components.scheduler_config),
+            safety_checker=None,
+            feature_extractor=None,
             requires_safety_checker=False,
         )
         pipe.set_progress_bar_config(disable=True)
 
         def diffusers_run(steps: int, scheduler: str = "pndm") -> None:
             pipe.scheduler = make_scheduler(scheduler, components.scheduler_config)
-            pipe(prompt, height=size, width=size, num_inference_steps=steps, guidance_scale=7.5, generator=torch.Generator().manual_seed(0), output_type="np")
+            pipe(
+                prompt,
+                height=size,
+                width=size,
+                num_inference_steps=steps,
+                guidance_scale=7.5,
+                generator=torch.Generator().manual_seed(0),
+                output_type="np",
+            )
 
         def ours_run(steps: int, scheduler: str = "pndm") -> None:
-            generate(components, prompt, height=size, width=size, num_inference_steps=steps, guidance_scale=7.5, seed=0, scheduler=scheduler)
+            generate(
+                components,
+                prompt,
+                height=size,
+                width=size,
+                num_inference_steps=steps,
+                guidance_scale=7.5,
+                seed=0,
+                scheduler=scheduler,
+            )
 
         for steps in step_counts:
             record("diffusers default fp16 pipeline (PNDM)", diffusers_run, steps)
@@ -177,6 +225,14 @@ def main() -> None:
             for steps in step_counts:
                 record("ours + torch.compile (Inductor)", ours_run, steps)
             record("ours + torch.compile, DPM-Solver++", lambda s: ours_run(s, "dpm++"), step_counts[1])
+            # CUDA graphs: a fresh copy, compiled with mode="reduce-overhead", replays each U-Net call as one graph
+            del pipe
+            components = build(args.toy, device, dtype)
+            torch.cuda.empty_cache()
+            apply_fast_path(components, channels_last=True, fuse_qkv=True, compile_mode="reduce-overhead")
+            for steps in step_counts:
+                record("ours + compile + CUDA graphs", ours_run, steps)
+            record("ours + compile + CUDA graphs, DPM-Solver++", lambda s: ours_run(s, "dpm++"), step_counts[1])
 
     results["total_seconds"] = time.perf_counter() - started
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -167,7 +167,9 @@ def resolve_source(source: str | os.PathLike | None = "auto", device: torch.devi
         try:
             return _cached_hub_snapshot(SD15_HUB_ID, allow_download=online), f"{SD15_HUB_ID} on {device.type}"
         except ModelSourceError:
-            return check_model_folder(BUNDLED_MODEL), f"bundled toy model: {SD15_HUB_ID} is neither cached nor reachable"
+            return check_model_folder(
+                BUNDLED_MODEL
+            ), f"bundled toy model: {SD15_HUB_ID} is neither cached nor reachable"
     if source in ("bundled", "toy"):
         return check_model_folder(BUNDLED_MODEL), f"bundled toy model ({why})"
     path = Path(source).expanduser()
@@ -203,8 +205,6 @@ def load_folder(folder: Path, reason: str, device: torch.device, dtype: torch.dt
 def is_bundled(components: Components) -> bool:
     """Whether the components are the bundled toy model's."""
     return Path(components.source).resolve() == BUNDLED_MODEL.resolve()
-
-
 
 
 def sd15_architecture(device: torch.device | str = "meta", dtype: torch.dtype = torch.float32):

@@ -72,28 +72,38 @@ def check_inputs(
         raise TypeError(f"negative_prompt must be None, a str or a list of str, got {type(negative_prompt).__name__}")
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % vae_scale_factor:
-            raise ValueError(f"{name} must be a positive multiple of the VAE scale factor {vae_scale_factor}, got {value!r}")
+            raise ValueError(
+                f"{name} must be a positive multiple of the VAE scale factor {vae_scale_factor}, got {value!r}"
+            )
     if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}")
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
         raise TypeError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
     if math.isnan(guidance_scale) or math.isinf(guidance_scale) or guidance_scale < 0:
         raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
-    if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+    if (
+        isinstance(num_images_per_prompt, bool)
+        or not isinstance(num_images_per_prompt, int)
+        or num_images_per_prompt < 1
+    ):
         raise ValueError(f"num_images_per_prompt must be an int >= 1, got {num_images_per_prompt!r}")
     check_scheduler_name(scheduler)
     return prompts, negatives
 
 
 def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
-    """Token ids padded to the tokenizer's model_max_length; warns, naming the dropped text, when a prompt is too long."""
+    """Token ids padded to model_max_length; a prompt that is too long warns and names the dropped text."""
     max_length = tokenizer.model_max_length
-    ids = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
-    for prompt, kept in zip(prompts, ids):
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    for prompt in prompts:
         full = tokenizer(prompt).input_ids
         if len(full) > max_length:
             dropped = tokenizer.decode(full[max_length - 1 : -1])
-            warnings.warn(f"prompt is longer than {max_length} tokens; this part was dropped: {dropped!r}", stacklevel=3)
+            warnings.warn(
+                f"prompt is longer than {max_length} tokens; this part was dropped: {dropped!r}", stacklevel=3
+            )
     return ids
 
 
@@ -115,7 +125,9 @@ def prompt_embeddings(
     return torch.cat([uncond, embeds])
 
 
-def initial_latents(components: Components, batch: int, height: int, width: int, generator: torch.Generator, init_noise_sigma: float) -> torch.Tensor:
+def initial_latents(
+    components: Components, batch: int, height: int, width: int, generator: torch.Generator, init_noise_sigma: float
+) -> torch.Tensor:
     """Gaussian latents from a CPU generator, scaled to the scheduler's starting noise level."""
     f = components.vae_scale_factor
     shape = (batch, components.unet.config.in_channels, height // f, width // f)
@@ -134,7 +146,14 @@ def step_kwargs(scheduler, generator: torch.Generator) -> dict:
 
 
 @torch.no_grad()
-def guided_noise(components: Components, scheduler, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+def guided_noise(
+    components: Components,
+    scheduler,
+    latents: torch.Tensor,
+    t: torch.Tensor,
+    embeds: torch.Tensor,
+    guidance_scale: float,
+) -> torch.Tensor:
     """One U-Net call (at batch 2 when guided) and classifier-free guidance."""
     guided = embeds.shape[0] == 2 * latents.shape[0]
     model_input = torch.cat([latents] * 2) if guided else latents
@@ -203,7 +222,9 @@ def generate(
     sched = make_scheduler(scheduler, components.scheduler_config)
     sched.set_timesteps(num_inference_steps, device=components.device)
     # 4. Initial latents from the CPU generator
-    latents = initial_latents(components, len(prompts) * num_images_per_prompt, height, width, generator, sched.init_noise_sigma)
+    latents = initial_latents(
+        components, len(prompts) * num_images_per_prompt, height, width, generator, sched.init_noise_sigma
+    )
     # 5. Denoising loop: iterate scheduler.timesteps (Heun evaluates twice per step)
     extra = step_kwargs(sched, generator)
     timesteps = sched.timesteps

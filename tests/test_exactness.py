@@ -13,9 +13,14 @@ from helpers.seeding import make_generator
 
 def pipeline_for(components: Components, scheduler: str) -> StableDiffusionPipeline:
     pipe = StableDiffusionPipeline(
-        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
-        unet=components.unet, scheduler=make_scheduler(scheduler, components.scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=components.vae,
+        text_encoder=components.text_encoder,
+        tokenizer=components.tokenizer,
+        unet=components.unet,
+        scheduler=make_scheduler(scheduler, components.scheduler_config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -27,7 +32,10 @@ def test_generate_equals_pipeline(tiny: Components, scheduler: str, guidance_sca
     kwargs = dict(
         prompt=["a red circle", "a blue square on the left"],
         negative_prompt=["a green triangle", ""],
-        height=64, width=48, num_inference_steps=4, guidance_scale=guidance_scale,
+        height=64,
+        width=48,
+        num_inference_steps=4,
+        guidance_scale=guidance_scale,
     )
     ours = generate(tiny, **kwargs, scheduler=scheduler, seed=7)
     theirs = pipeline_for(tiny, scheduler)(**kwargs, generator=make_generator(7), output_type="np").images

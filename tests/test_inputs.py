@@ -26,8 +26,13 @@ class Untouchable(torch.nn.Module):
 def untouchable(tiny: Components) -> Components:
     """The tiny model's configs, with networks that may not be run."""
     return Components(
-        tiny.tokenizer, Untouchable(tiny.text_encoder.config), tiny.unet, Untouchable(tiny.vae.config),
-        tiny.scheduler_config, tiny.source, tiny.reason,
+        tiny.tokenizer,
+        Untouchable(tiny.text_encoder.config),
+        tiny.unet,
+        Untouchable(tiny.vae.config),
+        tiny.scheduler_config,
+        tiny.source,
+        tiny.reason,
     )
 
 

@@ -7,7 +7,14 @@ import shutil
 import pytest
 import torch
 
-from helpers.models import BUNDLED_MODEL, ModelSourceError, check_model_folder, load_components, resolve_source, sd15_architecture
+from helpers.models import (
+    BUNDLED_MODEL,
+    ModelSourceError,
+    check_model_folder,
+    load_components,
+    resolve_source,
+    sd15_architecture,
+)
 
 
 def test_missing_folder_is_named(tmp_path):
@@ -36,7 +43,9 @@ def test_uncached_hub_id_offline_says_what_to_do(monkeypatch, tmp_path):
     with pytest.raises(ModelSourceError) as caught:
         resolve_source("someone/not-a-model", torch.device("cpu"))
     message = str(caught.value)
-    assert "'someone/not-a-model'" in message and "huggingface-cli download" in message and "SD_MODEL=bundled" in message
+    assert (
+        "'someone/not-a-model'" in message and "huggingface-cli download" in message and "SD_MODEL=bundled" in message
+    )
 
 
 def test_auto_on_cpu_picks_the_bundled_model(monkeypatch):

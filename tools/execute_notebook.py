@@ -1,6 +1,6 @@
 """Execute a notebook in place, top to bottom in a fresh kernel, keeping it free of run clutter.
 
-    python tools/execute_notebook.py StableDiffusion_Implementation.ipynb
+python tools/execute_notebook.py StableDiffusion_Implementation.ipynb
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from nbclient import NotebookClient
 
 def main(path: str) -> None:
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(Path(path).parent)}}).execute()
+    NotebookClient(
+        nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(Path(path).parent)}}
+    ).execute()
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         for output in cell.get("outputs", []):

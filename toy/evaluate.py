@@ -30,7 +30,11 @@ USUAL_STEPS = {"pndm": 50, "lms": 50, "heun": 25, "dpm++": 20, "euler": 30, "eul
 
 def single_prompts(split: str, rng: np.random.Generator, repeats: int) -> list[str]:
     """Fully specified one-shape prompts for every colour-shape-position combination of a split."""
-    combos = [c for c in itertools.product(world.COLORS, world.SHAPES, world.POSITIONS) if (c in world.HELD_OUT) == (split == "held-out")]
+    combos = [
+        c
+        for c in itertools.product(world.COLORS, world.SHAPES, world.POSITIONS)
+        if (c in world.HELD_OUT) == (split == "held-out")
+    ]
     prompts = []
     for _ in range(repeats):
         for color, shape, position in combos:
@@ -93,7 +97,9 @@ def main() -> None:
     rows = []
     for guidance in (1.0, 3.0, 7.5):
         for split, prompts in (("train", train), ("held-out", held)):
-            acc, images, sec = accuracy(components, prompts, seed=1, num_inference_steps=20, guidance_scale=guidance, scheduler="dpm++")
+            acc, images, sec = accuracy(
+                components, prompts, seed=1, num_inference_steps=20, guidance_scale=guidance, scheduler="dpm++"
+            )
             rows.append((f"guidance {guidance}, {split}", acc, sec))
             if split == "held-out":
                 fig = image_grid(images[:16], [p.replace(" background", "") for p in prompts[:16]], cols=8, size=1.6)
@@ -102,14 +108,20 @@ def main() -> None:
     lines += table(rows, keys)
 
     lines += ["", "## Two shapes (first named on the left), DPM-Solver++ 20 steps, guidance 7.5", ""]
-    acc, images, sec = accuracy(components, pairs, seed=2, num_inference_steps=20, guidance_scale=7.5, scheduler="dpm++")
+    acc, images, sec = accuracy(
+        components, pairs, seed=2, num_inference_steps=20, guidance_scale=7.5, scheduler="dpm++"
+    )
     lines += table([("two shapes", acc, sec)], ["color", "shape", "background"])
-    image_grid(images[:12], [p.replace(" background", "") for p in pairs[:12]], cols=6, size=2.0).savefig(HERE / "samples_two_shapes.png", dpi=80)
+    image_grid(images[:12], [p.replace(" background", "") for p in pairs[:12]], cols=6, size=2.0).savefig(
+        HERE / "samples_two_shapes.png", dpi=80
+    )
 
     lines += ["", "## Every scheduler at its usual step count, guidance 7.5, training split", ""]
     rows = []
     for name in SCHEDULERS:
-        acc, _, sec = accuracy(components, train, seed=3, num_inference_steps=USUAL_STEPS[name], guidance_scale=7.5, scheduler=name)
+        acc, _, sec = accuracy(
+            components, train, seed=3, num_inference_steps=USUAL_STEPS[name], guidance_scale=7.5, scheduler=name
+        )
         rows.append((f"{name}, {USUAL_STEPS[name]} steps", acc, sec))
         print(rows[-1])
     lines += table(rows, keys)

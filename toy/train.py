@@ -59,17 +59,30 @@ class Config:
 
 
 SMOKE = Config(
-    num_images=64, vae_channels=(8, 8, 8, 8), vae_steps=3, vae_batch=8, text_hidden=16,
-    text_layers=1, unet_channels=(16, 16), unet_steps=3, unet_batch=8, warmup=1,
+    num_images=64,
+    vae_channels=(8, 8, 8, 8),
+    vae_steps=3,
+    vae_batch=8,
+    text_hidden=16,
+    text_layers=1,
+    unet_channels=(16, 16),
+    unet_steps=3,
+    unet_batch=8,
+    warmup=1,
 )
 
 
 def build_vae(cfg: Config) -> AutoencoderKL:
     n = len(cfg.vae_channels)
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=cfg.vae_channels, norm_num_groups=min(8, cfg.vae_channels[0]),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=cfg.vae_channels,
+        norm_num_groups=min(8, cfg.vae_channels[0]),
         sample_size=world.IMAGE_SIZE,
     )
 
@@ -77,10 +90,17 @@ def build_vae(cfg: Config) -> AutoencoderKL:
 def build_text_encoder(cfg: Config) -> CLIPTextModel:
     return CLIPTextModel(
         CLIPTextConfig(
-            vocab_size=49408, max_position_embeddings=77, hidden_size=cfg.text_hidden,
-            intermediate_size=4 * cfg.text_hidden, num_hidden_layers=cfg.text_layers,
-            num_attention_heads=4, projection_dim=cfg.text_hidden, hidden_act="quick_gelu",
-            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+            vocab_size=49408,
+            max_position_embeddings=77,
+            hidden_size=cfg.text_hidden,
+            intermediate_size=4 * cfg.text_hidden,
+            num_hidden_layers=cfg.text_layers,
+            num_attention_heads=4,
+            projection_dim=cfg.text_hidden,
+            hidden_act="quick_gelu",
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
         )
     )
 
@@ -88,11 +108,16 @@ def build_text_encoder(cfg: Config) -> CLIPTextModel:
 def build_unet(cfg: Config, latent_size: int) -> UNet2DConditionModel:
     n = len(cfg.unet_channels)
     return UNet2DConditionModel(
-        sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=1,
+        sample_size=latent_size,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
         block_out_channels=cfg.unet_channels,
         down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
-        cross_attention_dim=cfg.text_hidden, attention_head_dim=8, norm_num_groups=16,
+        cross_attention_dim=cfg.text_hidden,
+        attention_head_dim=8,
+        norm_num_groups=16,
     )
 
 
@@ -166,8 +191,13 @@ class EMA:
 
 
 def train_unet(
-    cfg: Config, scenes: list[world.Scene], means: torch.Tensor, stds: torch.Tensor,
-    scaling_factor: float, tokenizer: CLIPTokenizer, log: list[dict],
+    cfg: Config,
+    scenes: list[world.Scene],
+    means: torch.Tensor,
+    stds: torch.Tensor,
+    scaling_factor: float,
+    tokenizer: CLIPTokenizer,
+    log: list[dict],
 ) -> tuple[UNet2DConditionModel, CLIPTextModel]:
     unet = build_unet(cfg, means.shape[-1])
     text_encoder = build_text_encoder(cfg)
@@ -182,8 +212,9 @@ def train_unet(
             group["lr"] = lr_at(step, cfg.unet_steps, cfg.unet_lr, cfg.warmup)
         idx = rng.integers(0, len(scenes), cfg.unet_batch)
         captions = ["" if rng.random() < cfg.empty_caption_prob else world.caption(scenes[i], rng) for i in idx]
-        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=True, return_tensors="pt").input_ids
+        ids = tokenizer(
+            captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
         idx_t = torch.from_numpy(idx)
         latents = (means[idx_t] + stds[idx_t] * torch.randn(means[idx_t].shape, generator=gen)) * scaling_factor
         noise = torch.randn(latents.shape, generator=gen)
@@ -207,8 +238,13 @@ def save_model(
 ) -> None:
     """Save in diffusers' layout, float16 safetensors, with SD v1.5's scheduler config."""
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER), safety_checker=None, feature_extractor=None,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER),
+        safety_checker=None,
+        feature_extractor=None,
         requires_safety_checker=False,
     )
     pipe.to(torch.float16)

@@ -221,3 +221,14 @@ def sd15_architecture(device: torch.device | str = "meta", dtype: torch.dtype = 
     if dtype != torch.float32:
         text_encoder, unet, vae = text_encoder.to(dtype), unet.to(dtype), vae.to(dtype)
     return text_encoder, unet, vae
+
+
+def model_name(components: Components) -> str:
+    """A short name for the model: "toy-sd", a hub id read from the cache path, or the folder's name."""
+    path = Path(components.source)
+    if is_bundled(components):
+        return "toy-sd"
+    for part in path.parts:
+        if part.startswith("models--"):
+            return part[len("models--") :].replace("--", "/")
+    return path.name

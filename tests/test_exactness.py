@@ -42,3 +42,21 @@ def test_generate_equals_pipeline(tiny: Components, scheduler: str, guidance_sca
     assert ours.pixels.shape == theirs.shape == (2, 64, 48, 3)
     assert ours.pixels.dtype == np.float32
     assert np.abs(ours.pixels - theirs).max() == 0.0
+
+
+@pytest.mark.parametrize("scheduler, evaluations", [("dpm++", 5), ("heun", 9)])
+def test_work_per_step(tiny: Components, scheduler: str, evaluations: int):
+    """One U-Net call at batch 2 per evaluation, and the prompt encoded once (plus once unconditionally)."""
+    unet_batches, text_calls = [], []
+    hooks = [
+        tiny.unet.register_forward_hook(lambda m, args, out: unet_batches.append(args[0].shape[0])),
+        tiny.text_encoder.register_forward_hook(lambda m, args, out: text_calls.append(1)),
+    ]
+    try:
+        out = generate(tiny, "a red circle", num_inference_steps=5, guidance_scale=7.5, seed=0, scheduler=scheduler)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert out.unet_calls == evaluations
+    assert unet_batches == [2] * evaluations
+    assert len(text_calls) == 2

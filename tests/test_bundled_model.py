@@ -1,0 +1,64 @@
+"""The bundled model: loads offline through both loaders, and draws the named colour and shape."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from helpers.models import BUNDLED_MODEL, Components, load_components
+from helpers.sampling import generate
+from toy import world
+
+PROMPTS = [
+    "a large red circle in the center on a white background",
+    "a large blue square on the left on a black background",
+    "a large yellow triangle at the bottom on a gray background",
+    "a large green square on the right on a white background",
+    "a large orange circle at the top on a black background",
+    "a large purple triangle in the center on a white background",
+]
+
+
+@pytest.fixture(scope="module")
+def bundled() -> Components:
+    return load_components("bundled", device="cpu", dtype=torch.float32)
+
+
+def test_folder_is_small_and_safetensors_only():
+    files = [p for p in BUNDLED_MODEL.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 15 * 2**20
+    weights = [p for p in files if p.suffix in (".safetensors", ".bin", ".ckpt", ".pt")]
+    assert len(weights) == 3 and all(p.suffix == ".safetensors" for p in weights)
+
+
+def test_loads_offline_with_diffusers_own_loader(monkeypatch, bundled: Components):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = StableDiffusionPipeline.from_pretrained(BUNDLED_MODEL, safety_checker=None, requires_safety_checker=False)
+    assert pipe.unet.dtype == pipe.text_encoder.dtype == torch.float32
+    assert pipe.vae_scale_factor == bundled.vae_scale_factor == 8
+    assert pipe.vae.config.latent_channels == pipe.unet.config.in_channels == 4
+    assert pipe.tokenizer("a red circle").input_ids == bundled.tokenizer("a red circle").input_ids
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_draws_the_named_colour_and_shape(bundled: Components, prompt: str):
+    out = generate(bundled, prompt, num_inference_steps=15, guidance_scale=7.5, seed=0, scheduler="dpm++")
+    result = world.score(prompt, np.asarray(out.images[0]))
+    assert result["color"] and result["shape"], (prompt, world.read_scene(np.asarray(out.images[0])))
+
+
+def test_training_smoke_run(tmp_path):
+    out = tmp_path / "smoke"
+    run = subprocess.run(
+        [sys.executable, "-m", "toy.train", "--smoke", "--out", str(out), "--threads", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    smoke = load_components(out, device="cpu", dtype=torch.float32)
+    assert generate(smoke, "a red circle", num_inference_steps=2, seed=0).pixels.shape == (1, 64, 64, 3)

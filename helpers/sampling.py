@@ -18,12 +18,26 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
 from helpers.models import Components, check_scheduler_name, make_scheduler
 from helpers.seeding import check_seed, cpu_noise, make_generator
 
-StepCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+@dataclass
+class Step:
+    """What the per-step callback sees."""
+
+    index: int
+    timestep: torch.Tensor
+    sample: torch.Tensor  # the latents this step started from
+    noise_pred: torch.Tensor  # the guided noise prediction
+    latents: torch.Tensor  # the latents after the scheduler's step
+    scheduler: SchedulerMixin
+
+
+StepCallback = Callable[[Step], None]
 
 
 @dataclass
@@ -183,6 +197,55 @@ def to_pil(pixels: np.ndarray) -> list[Image.Image]:
     return [Image.fromarray(p) for p in (pixels * 255).round().astype("uint8")]
 
 
+def resolve_generator(seed: object, generator: object) -> tuple[int | None, torch.Generator]:
+    """The seed (drawn at random when neither is given) and the CPU generator to use."""
+    if seed is not None and generator is not None:
+        raise ValueError("give seed or generator, not both")
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        return None, generator
+    seed = check_seed(seed) if seed is not None else random.randrange(2**32)
+    return seed, make_generator(seed)
+
+
+def denoise(
+    components: Components,
+    scheduler: SchedulerMixin,
+    timesteps: torch.Tensor,
+    latents: torch.Tensor,
+    embeds: torch.Tensor,
+    guidance_scale: float,
+    generator: torch.Generator,
+    callback: StepCallback | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """The denoising loop: iterate the timesteps (Heun evaluates twice per step), guide, step."""
+    extra = step_kwargs(scheduler, generator)
+    if progress:
+        from tqdm.auto import tqdm
+
+        timesteps = tqdm(timesteps, desc="denoising", leave=False)
+    for i, t in enumerate(timesteps):
+        noise_pred = guided_noise(components, scheduler, latents, t, embeds, guidance_scale)
+        sample, latents = latents, scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
+        if callback is not None:
+            callback(Step(i, t, sample, noise_pred, latents, scheduler))
+    return latents
+
+
+def predicted_x0(step: Step) -> torch.Tensor:
+    """The clean latents the noise prediction implies, at the step's timestep (epsilon prediction).
+
+    DDPM-style schedulers keep x_t = sqrt(a) x0 + sqrt(1 - a) eps; sigma-style ones (Euler, K-LMS, Heun;
+    init_noise_sigma > 1) keep x = x0 + sigma eps with sigma = sqrt((1 - a) / a), a = alphas_cumprod[t].
+    """
+    a = step.scheduler.alphas_cumprod[int(step.timestep)].to(step.sample.device, step.sample.dtype)
+    if step.scheduler.init_noise_sigma > 1:
+        return step.sample - ((1 - a) / a) ** 0.5 * step.noise_pred
+    return (step.sample - (1 - a) ** 0.5 * step.noise_pred) / a**0.5
+
+
 def generate(
     components: Components,
     prompt: str | list[str],
@@ -198,7 +261,7 @@ def generate(
     callback: StepCallback | None = None,
     progress: bool = False,
 ) -> Generation:
-    """Text to image with the hand-written loop. `callback(i, t, latents, noise_pred)` runs after each step."""
+    """Text to image with the hand-written loop. `callback(step)` runs after each scheduler step."""
     # 0. Default height and width from the U-Net's sample size
     f = components.vae_scale_factor
     height = components.unet.config.sample_size * f if height is None else height
@@ -207,38 +270,88 @@ def generate(
     prompts, negatives = check_inputs(
         prompt, negative_prompt, height, width, num_inference_steps, guidance_scale, num_images_per_prompt, scheduler, f
     )
-    if seed is not None and generator is not None:
-        raise ValueError("give seed or generator, not both")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if generator is None:
-        seed = check_seed(seed) if seed is not None else random.randrange(2**32)
-        generator = make_generator(seed)
+    seed, generator = resolve_generator(seed, generator)
     started = time.perf_counter()
     # 2. Encode the prompt; guidance <= 1 skips the unconditional pass, as diffusers does
-    guided = guidance_scale > 1
-    embeds = prompt_embeddings(components, prompts, negatives, num_images_per_prompt, guided)
+    embeds = prompt_embeddings(components, prompts, negatives, num_images_per_prompt, guidance_scale > 1)
     # 3. Timesteps from a fresh scheduler configured from the model's own config
     sched = make_scheduler(scheduler, components.scheduler_config)
     sched.set_timesteps(num_inference_steps, device=components.device)
     # 4. Initial latents from the CPU generator
-    latents = initial_latents(
-        components, len(prompts) * num_images_per_prompt, height, width, generator, sched.init_noise_sigma
+    batch = len(prompts) * num_images_per_prompt
+    latents = initial_latents(components, batch, height, width, generator, sched.init_noise_sigma)
+    # 5. Denoising loop
+    latents = denoise(
+        components, sched, sched.timesteps, latents, embeds, guidance_scale, generator, callback, progress
     )
-    # 5. Denoising loop: iterate scheduler.timesteps (Heun evaluates twice per step)
-    extra = step_kwargs(sched, generator)
-    timesteps = sched.timesteps
-    for i, t in enumerate(timesteps if not progress else _progress(timesteps)):
-        noise_pred = guided_noise(components, sched, latents, t, embeds, guidance_scale)
-        latents = sched.step(noise_pred, t, latents, **extra, return_dict=False)[0]
-        if callback is not None:
-            callback(i, t, latents, noise_pred)
     # 6. Decode with the VAE
+    pixels = to_numpy(decode(components, latents, generator))
+    return Generation(to_pil(pixels), pixels, latents, seed, len(sched.timesteps), time.perf_counter() - started)
+
+
+def image_to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
+    """An RGB picture (PIL or uint8 array) -> (1, 3, H, W) float tensor in [-1, 1], as diffusers preprocesses it."""
+    array = np.array(image.convert("RGB") if isinstance(image, Image.Image) else image).astype(np.float32) / 255.0
+    return 2.0 * torch.from_numpy(array[None].transpose(0, 3, 1, 2)) - 1.0
+
+
+@torch.no_grad()
+def encode_image(components: Components, image: Image.Image | np.ndarray, generator: torch.Generator) -> torch.Tensor:
+    """VAE-encode a picture to scaled latents (a sample of the posterior, drawn from the CPU generator)."""
+    pixels = image_to_tensor(image).to(components.device, components.dtype)
+    return components.vae.encode(pixels).latent_dist.sample(generator) * components.vae.config.scaling_factor
+
+
+def img2img(
+    components: Components,
+    image: Image.Image | np.ndarray,
+    prompt: str | list[str],
+    strength: float = 0.8,
+    negative_prompt: str | list[str] | None = None,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    scheduler: str = "pndm",
+    callback: StepCallback | None = None,
+) -> Generation:
+    """Image to image by hand: encode the picture, noise it to `strength`, run the remaining steps.
+
+    strength 1.0 starts from (almost) pure noise; 0.0 returns the encoded picture untouched. Mirrors
+    diffusers' StableDiffusionImg2ImgPipeline step for step.
+    """
+    width, height = image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
+    prompts, negatives = check_inputs(
+        prompt, negative_prompt, height, width, num_inference_steps, guidance_scale, 1, scheduler,
+        components.vae_scale_factor,
+    )  # fmt: skip
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+        raise ValueError(f"strength must be a number between 0 and 1, got {strength!r}")
+    seed, generator = resolve_generator(seed, generator)
+    started = time.perf_counter()
+    embeds = prompt_embeddings(components, prompts, negatives, 1, guidance_scale > 1)
+    sched = make_scheduler(scheduler, components.scheduler_config)
+    sched.set_timesteps(num_inference_steps, device=components.device)
+    # Skip the first (1 - strength) of the steps: start part-way down the noise schedule
+    t_start = num_inference_steps - min(int(num_inference_steps * strength), num_inference_steps)
+    timesteps = sched.timesteps[t_start * sched.order :]
+    if hasattr(sched, "set_begin_index"):
+        sched.set_begin_index(t_start * sched.order)
+    clean = encode_image(components, image, generator)
+    clean = torch.cat([clean] * len(prompts)) if len(prompts) > 1 else clean  # as diffusers (keeps its memory layout)
+    noise = cpu_noise(tuple(clean.shape), generator, components.device, components.dtype)
+    latents = sched.add_noise(clean, noise, timesteps[:1].repeat(len(prompts))) if len(timesteps) else clean
+    latents = denoise(components, sched, timesteps, latents, embeds, guidance_scale, generator, callback)
     pixels = to_numpy(decode(components, latents, generator))
     return Generation(to_pil(pixels), pixels, latents, seed, len(timesteps), time.perf_counter() - started)
 
 
-def _progress(timesteps: torch.Tensor):
-    from tqdm.auto import tqdm
-
-    return tqdm(timesteps, desc="denoising", leave=False)
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation: keeps the norm of Gaussian noise, where a straight line would shrink it."""
+    a_flat, b_flat = a.flatten().double(), b.flatten().double()
+    cos = torch.dot(a_flat, b_flat) / (a_flat.norm() * b_flat.norm())
+    omega = torch.arccos(cos.clamp(-1, 1))
+    if omega.abs() < 1e-6:  # (anti)parallel: a straight line is as good
+        return torch.lerp(a, b, t)
+    out = (torch.sin((1 - t) * omega) * a.double() + torch.sin(t * omega) * b.double()) / torch.sin(omega)
+    return out.to(a.dtype)

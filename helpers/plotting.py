@@ -44,3 +44,28 @@ def plot_schedules(schedules: dict[str, Sequence[float]], ylabel: str, title: st
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def plot_curve(x: Sequence[float], y: Sequence[float], xlabel: str, ylabel: str, title: str) -> Figure:
+    """One measured curve with its points marked."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(x, y, marker="o")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def normalize(array: np.ndarray) -> np.ndarray:
+    """Stretch an array to [0, 1] for display (a constant array becomes all zeros)."""
+    lo, hi = float(array.min()), float(array.max())
+    return (array - lo) / (hi - lo) if hi > lo else np.zeros_like(array)
+
+
+def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """A heat map (same height and width as the image) blended over the image in matplotlib's 'jet' colours."""
+    base = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    colours = plt.get_cmap("jet")(normalize(heat))[..., :3]
+    return (1 - alpha) * base + alpha * colours

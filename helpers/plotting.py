@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -26,7 +27,7 @@ def image_grid(
         if i < len(images):
             ax.imshow(images[i], interpolation="nearest", cmap="gray" if np.ndim(images[i]) == 2 else None)
             if titles is not None:
-                ax.set_title(titles[i], fontsize=8)
+                ax.set_title(textwrap.fill(titles[i], width=max(12, int(size * 12))), fontsize=8)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()

@@ -181,9 +181,19 @@ def guided_noise(
 
 @torch.no_grad()
 def decode(components: Components, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """VAE decode of (unscaled) latents to pixels in [0, 1], (N, 3, H, W)."""
+    """VAE decode of (unscaled) latents to pixels in [0, 1], (N, 3, H, W).
+
+    In half precision the VAE can overflow to NaN (a black image); then it decodes again in float32.
+    """
     vae = components.vae
     image = vae.decode(latents / vae.config.scaling_factor, return_dict=False, generator=generator)[0]
+    if image.dtype == torch.float16 and not torch.isfinite(image).all():
+        warnings.warn("the float16 VAE decode gave NaN or inf; decoding again in float32", stacklevel=2)
+        vae.to(torch.float32)
+        try:
+            image = vae.decode(latents.float() / vae.config.scaling_factor, return_dict=False, generator=generator)[0]
+        finally:
+            vae.to(torch.float16)
     return (image / 2 + 0.5).clamp(0, 1)
 
 

@@ -104,3 +104,29 @@ def test_capture_leaves_the_image_unchanged_and_records_every_cross_attention(ti
     assert maps.shape == (1, tiny.tokenizer.model_max_length, 64, 64)
     assert torch.allclose(maps.sum(dim=1), torch.ones(1, 64, 64), atol=1e-4)
     assert not any(isinstance(p, CapturingProcessor) for p in tiny.unet.attn_processors.values())
+
+
+class OverflowingVAE(torch.nn.Module):
+    """Decodes to NaN in float16 and to a known picture in float32, like an SD VAE that overflows in half precision."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.weight = torch.nn.Parameter(torch.ones(1, dtype=torch.float16))
+
+    def decode(self, latents, return_dict=False, generator=None):
+        if self.weight.dtype == torch.float16:
+            return (torch.full((latents.shape[0], 3, 8, 8), float("nan"), dtype=torch.float16),)
+        return (torch.zeros(latents.shape[0], 3, 8, 8),)
+
+
+def test_fp16_nan_decode_falls_back_to_fp32(tiny: Components):
+    from dataclasses import replace
+
+    from helpers.sampling import decode
+
+    guarded = replace(tiny, vae=OverflowingVAE(tiny.vae.config))
+    with pytest.warns(UserWarning, match="decoding again in float32"):
+        pixels = decode(guarded, torch.zeros(1, 4, 1, 1, dtype=torch.float16))
+    assert torch.equal(pixels, torch.full((1, 3, 8, 8), 0.5))
+    assert guarded.vae.weight.dtype == torch.float16  # given back as it was

@@ -69,10 +69,11 @@ class Components:
     scheduler_config: dict
     source: str
     reason: str
+    execution_device: torch.device | None = None  # set when models are offloaded to the CPU between uses
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        return self.execution_device or self.unet.device
 
     @property
     def dtype(self) -> torch.dtype:

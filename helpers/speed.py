@@ -36,3 +36,34 @@ def apply_fast_path(
         components.unet = torch.compile(unet, mode=compile_mode)
         vae.decoder = torch.compile(vae.decoder, mode=compile_mode)
     return components
+
+
+def apply_memory_savers(
+    components: Components,
+    attention_slicing: bool = False,
+    vae_slicing: bool = False,
+    vae_tiling: bool = False,
+    cpu_offload: bool = False,
+) -> Components:
+    """Options for small GPUs, each trading speed for peak memory.
+
+    - attention_slicing: attention computed a few heads at a time;
+    - vae_slicing: decode a batch one image at a time;
+    - vae_tiling: decode in overlapping tiles (large images; results change slightly at tile seams);
+    - cpu_offload: keep each model on the CPU and move it to the GPU only while it runs (accelerate).
+    """
+    if attention_slicing:
+        components.unet.set_attention_slice("auto")
+    if vae_slicing:
+        components.vae.enable_slicing()
+    if vae_tiling:
+        components.vae.enable_tiling()
+    if cpu_offload:
+        from accelerate import cpu_offload_with_hook
+
+        device = components.execution_device = components.device
+        hook = None
+        for model in (components.text_encoder, components.unet, components.vae):
+            model.to("cpu")
+            _, hook = cpu_offload_with_hook(model, device, prev_module_hook=hook)
+    return components

@@ -24,11 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from diffusers import StableDiffusionPipeline  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import CLIPTokenizer  # noqa: E402
 
-from helpers.models import SD15_SCHEDULER, Components, make_scheduler, sd15_architecture  # noqa: E402
+from helpers.models import SD15_SCHEDULER, Components, diffusers_pipeline, make_scheduler, sd15_architecture  # noqa: E402
 from helpers.sampling import generate  # noqa: E402
 from helpers.speed import apply_fast_path  # noqa: E402
 
@@ -178,17 +177,7 @@ def main() -> None:
         )
 
     with torch.no_grad():
-        pipe = StableDiffusionPipeline(
-            vae=components.vae,
-            text_encoder=components.text_encoder,
-            tokenizer=components.tokenizer,
-            unet=components.unet,
-            scheduler=make_scheduler("pndm", components.scheduler_config),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipe.set_progress_bar_config(disable=True)
+        pipe = diffusers_pipeline(components, "pndm")
 
         def diffusers_run(steps: int, scheduler: str = "pndm") -> None:
             pipe.scheduler = make_scheduler(scheduler, components.scheduler_config)

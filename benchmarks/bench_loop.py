@@ -19,10 +19,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from diffusers import StableDiffusionPipeline  # noqa: E402
 from transformers import CLIPTokenizer  # noqa: E402
 
-from helpers.models import SCHEDULERS, SD15_SCHEDULER, Components, load_components, make_scheduler, sd15_architecture  # noqa: E402
+from helpers.models import (  # noqa: E402
+    SCHEDULERS,
+    SD15_SCHEDULER,
+    Components,
+    diffusers_pipeline,
+    load_components,
+    sd15_architecture,
+)
 from helpers.sampling import generate  # noqa: E402
 from helpers.seeding import make_generator  # noqa: E402
 
@@ -55,17 +61,7 @@ def main() -> None:
     print(f"{components.reason}, {size}x{size}, {args.steps} steps, {args.threads} threads, {args.rounds} rounds")
     print(f"{'scheduler':10s} {'ours (s)':>10s} {'diffusers (s)':>14s} {'ours/diffusers':>15s}")
     for name in args.schedulers:
-        pipe = StableDiffusionPipeline(
-            vae=components.vae,
-            text_encoder=components.text_encoder,
-            tokenizer=components.tokenizer,
-            unet=components.unet,
-            scheduler=make_scheduler(name, components.scheduler_config),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipe.set_progress_bar_config(disable=True)
+        pipe = diffusers_pipeline(components, name)
 
         def ours() -> None:
             generate(components, **kwargs, seed=0, scheduler=name)  # noqa: B023

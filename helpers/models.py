@@ -233,3 +233,21 @@ def model_name(components: Components) -> str:
         if part.startswith("models--"):
             return part[len("models--") :].replace("--", "/")
     return path.name
+
+
+def diffusers_pipeline(components: Components, scheduler: str, pipeline_class=None):
+    """diffusers' own pipeline (StableDiffusionPipeline by default) on the very same components."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = (pipeline_class or StableDiffusionPipeline)(
+        vae=components.vae,
+        text_encoder=components.text_encoder,
+        tokenizer=components.tokenizer,
+        unet=components.unet,
+        scheduler=make_scheduler(scheduler, components.scheduler_config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

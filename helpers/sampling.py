@@ -112,7 +112,7 @@ def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
         prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
     ).input_ids
     for prompt in prompts:
-        full = tokenizer(prompt).input_ids
+        full = tokenizer(prompt, verbose=False).input_ids
         if len(full) > max_length:
             dropped = tokenizer.decode(full[max_length - 1 : -1])
             warnings.warn(

@@ -11,7 +11,7 @@ from diffusers import StableDiffusionImg2ImgPipeline
 from diffusers.models.attention_processor import Attention, AttnProcessor
 
 from helpers.attention import CapturingProcessor, CrossAttentionStore, capture_cross_attention
-from helpers.models import Components, make_scheduler
+from helpers.models import Components, diffusers_pipeline, make_scheduler
 from helpers.sampling import Step, generate, img2img, predicted_x0, slerp
 from helpers.seeding import make_generator
 
@@ -38,12 +38,7 @@ def test_img2img_equals_diffusers_img2img_pipeline(tiny: Components, scheduler: 
     picture = Image.fromarray(image)
     kwargs = dict(prompt="a red circle", negative_prompt="blue", num_inference_steps=6, guidance_scale=7.5)
     ours = img2img(tiny, picture, strength=strength, seed=3, scheduler=scheduler, **kwargs)
-    pipe = StableDiffusionImg2ImgPipeline(
-        vae=tiny.vae, text_encoder=tiny.text_encoder, tokenizer=tiny.tokenizer, unet=tiny.unet,
-        scheduler=make_scheduler(scheduler, tiny.scheduler_config), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
+    pipe = diffusers_pipeline(tiny, scheduler, StableDiffusionImg2ImgPipeline)
     theirs = pipe(image=picture, strength=strength, generator=make_generator(3), output_type="np", **kwargs).images
     assert 0 < ours.unet_calls <= 7  # PNDM visits one timestep twice
     assert np.abs(ours.pixels - theirs).max() == 0.0

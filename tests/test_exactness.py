@@ -4,26 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from diffusers import StableDiffusionPipeline
 
-from helpers.models import SCHEDULERS, Components, make_scheduler
+from helpers.models import SCHEDULERS, Components, diffusers_pipeline
 from helpers.sampling import generate
 from helpers.seeding import make_generator
-
-
-def pipeline_for(components: Components, scheduler: str) -> StableDiffusionPipeline:
-    pipe = StableDiffusionPipeline(
-        vae=components.vae,
-        text_encoder=components.text_encoder,
-        tokenizer=components.tokenizer,
-        unet=components.unet,
-        scheduler=make_scheduler(scheduler, components.scheduler_config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.mark.parametrize("guidance_scale", [1.0, 7.5])
@@ -38,7 +22,7 @@ def test_generate_equals_pipeline(tiny: Components, scheduler: str, guidance_sca
         guidance_scale=guidance_scale,
     )
     ours = generate(tiny, **kwargs, scheduler=scheduler, seed=7)
-    theirs = pipeline_for(tiny, scheduler)(**kwargs, generator=make_generator(7), output_type="np").images
+    theirs = diffusers_pipeline(tiny, scheduler)(**kwargs, generator=make_generator(7), output_type="np").images
     assert ours.pixels.shape == theirs.shape == (2, 64, 48, 3)
     assert ours.pixels.dtype == np.float32
     assert np.abs(ours.pixels - theirs).max() == 0.0

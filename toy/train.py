@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -198,9 +199,11 @@ def train_unet(
     scaling_factor: float,
     tokenizer: CLIPTokenizer,
     log: list[dict],
+    start: tuple[UNet2DConditionModel, CLIPTextModel] | None = None,
 ) -> tuple[UNet2DConditionModel, CLIPTextModel]:
-    unet = build_unet(cfg, means.shape[-1])
-    text_encoder = build_text_encoder(cfg)
+    """Train from scratch, or go on from `start` (a saved U-Net and text encoder)."""
+    unet, text_encoder = start or (build_unet(cfg, means.shape[-1]), build_text_encoder(cfg))
+    unet.train(), text_encoder.train()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.0)
     ema = EMA(params, cfg.ema_decay)
@@ -264,29 +267,46 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="a handful of steps on a tiny config")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume", type=Path, help="go on training the U-Net and text encoder saved here")
+    parser.add_argument("--steps", type=int, help="U-Net steps (with --resume: the extra steps)")
+    parser.add_argument("--lr", type=float, help="U-Net learning rate")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     cfg = SMOKE if args.smoke else Config()
     cfg.seed = args.seed
+    cfg.unet_steps = args.steps or cfg.unet_steps
+    cfg.unet_lr = args.lr or cfg.unet_lr
     torch.manual_seed(cfg.seed)
     started = time.time()
     log: list[dict] = []
+    stages: list[dict] = []
+    if args.resume:
+        stages = json.loads((args.resume / "training_log.json").read_text())["stages"]
+        log = json.loads((args.resume / "training_log.json").read_text())["log"]
 
     scenes, images = make_dataset(cfg, np.random.default_rng(cfg.seed))
-    vae = train_vae(cfg, images, log)
+    if args.resume:  # the same data from the same seed, and the saved VAE
+        vae = AutoencoderKL.from_pretrained(args.resume, subfolder="vae", torch_dtype=torch.float32)
+        start = (
+            UNet2DConditionModel.from_pretrained(args.resume, subfolder="unet", torch_dtype=torch.float32),
+            CLIPTextModel.from_pretrained(args.resume, subfolder="text_encoder", dtype=torch.float32),
+        )
+    else:
+        vae, start = train_vae(cfg, images, log), None
     means, stds = encode_all(vae, images)
-    scaling_factor = float(1.0 / means.std())
-    vae.register_to_config(scaling_factor=round(scaling_factor, 5))
+    if not args.resume:
+        vae.register_to_config(scaling_factor=round(float(1.0 / means.std()), 5))
     print(f"VAE latent std {means.std():.4f} -> scaling_factor {vae.config.scaling_factor}")
 
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
-    unet, text_encoder = train_unet(cfg, scenes, means, stds, vae.config.scaling_factor, tokenizer, log)
+    unet, text_encoder = train_unet(cfg, scenes, means, stds, vae.config.scaling_factor, tokenizer, log, start)
 
     save_model(args.out, vae, text_encoder, unet, tokenizer)
     minutes = (time.time() - started) / 60
-    summary = {"config": asdict(cfg), "scaling_factor": vae.config.scaling_factor, "minutes": round(minutes, 1)}
-    (args.out / "training_log.json").write_text(json.dumps({"summary": summary, "log": log}) + "\n")
+    stages.append({"command": " ".join(sys.argv), "config": asdict(cfg), "minutes": round(minutes, 1)})
+    summary = {"scaling_factor": vae.config.scaling_factor, "minutes": round(sum(s["minutes"] for s in stages), 1)}
+    (args.out / "training_log.json").write_text(json.dumps({"summary": summary, "stages": stages, "log": log}) + "\n")
     print(f"saved to {args.out} after {minutes:.1f} minutes")
 
 

@@ -304,7 +304,13 @@ def main() -> None:
 
     save_model(args.out, vae, text_encoder, unet, tokenizer)
     minutes = (time.time() - started) / 60
-    stages.append({"command": " ".join(sys.argv), "config": asdict(cfg), "minutes": round(minutes, 1)})
+    stages.append(
+        {
+            "command": " ".join(["python -m toy.train", *sys.argv[1:]]),
+            "config": asdict(cfg),
+            "minutes": round(minutes, 1),
+        }
+    )
     summary = {"scaling_factor": vae.config.scaling_factor, "minutes": round(sum(s["minutes"] for s in stages), 1)}
     (args.out / "training_log.json").write_text(json.dumps({"summary": summary, "stages": stages, "log": log}) + "\n")
     print(f"saved to {args.out} after {minutes:.1f} minutes")

@@ -140,7 +140,9 @@ def _cached_hub_snapshot(hub_id: str, allow_download: bool) -> Path:
     """The local snapshot of a hub model, downloading it only when allowed."""
     from huggingface_hub import snapshot_download
 
-    patterns = ["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"]
+    # SD v1.5's repository holds fp32 and fp16 copies of every weight: fetch only the copy that will be used
+    weights = "*/*.fp16.safetensors" if pick_dtype(pick_device()) == torch.float16 else "*/*[!6].safetensors"
+    patterns = ["model_index.json", "*/*.json", "*/*.txt", weights]
     try:
         return Path(snapshot_download(hub_id, allow_patterns=patterns, local_files_only=not allow_download))
     except Exception as err:  # offline, not cached, unknown id: all end in the same advice
@@ -192,11 +194,17 @@ def load_components(
 
 
 def load_folder(folder: Path, reason: str, device: torch.device, dtype: torch.dtype) -> Components:
-    """Load every component from a checked folder in diffusers' layout, safetensors only."""
+    """Load every component from a checked folder in diffusers' layout, safetensors only.
+
+    In half precision, weights saved as the "fp16" variant (diffusion_pytorch_model.fp16.safetensors) are used
+    where the folder has them.
+    """
+    variant = "fp16" if dtype == torch.float16 and any(folder.glob("unet/*.fp16.safetensors")) else None
+    kwargs = {"use_safetensors": True, "variant": variant}
     tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype, use_safetensors=True)
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, use_safetensors=True)
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, use_safetensors=True)
+    text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype, **kwargs)
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, **kwargs)
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, **kwargs)
     scheduler_config = PNDMScheduler.load_config(folder, subfolder="scheduler")
     for model in (text_encoder, unet, vae):
         model.to(device).eval().requires_grad_(False)

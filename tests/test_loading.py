@@ -71,3 +71,14 @@ def test_sd15_architecture_counts_and_shapes():
     assert latents.shape == (1, 4, 64, 64)
     noise = unet(torch.cat([latents] * 2), 10, encoder_hidden_states=torch.zeros(2, 77, 768, device="meta")).sample
     assert noise.shape == (2, 4, 64, 64)
+
+
+def test_fp16_variant_is_used_in_half_precision(tiny_model_dir, tmp_path):
+    """A hub-style folder with only fp16-variant weights loads in float16 (as SD v1.5's does on CUDA)."""
+    folder = tmp_path / "variant"
+    shutil.copytree(tiny_model_dir, folder)
+    for part in ("text_encoder", "unet", "vae"):
+        for weights in (folder / part).glob("*.safetensors"):
+            weights.rename(weights.with_suffix(".fp16.safetensors"))
+    components = load_components(folder, device="cpu", dtype=torch.float16)
+    assert components.unet.dtype == components.text_encoder.dtype == components.vae.dtype == torch.float16

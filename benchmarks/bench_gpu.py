@@ -27,7 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import CLIPTokenizer  # noqa: E402
 
-from helpers.models import SD15_SCHEDULER, Components, diffusers_pipeline, make_scheduler, sd15_architecture  # noqa: E402
+from helpers.models import (
+    CLIP_TOKENIZER,
+    SD15_SCHEDULER,
+    Components,
+    diffusers_pipeline,
+    make_scheduler,
+    sd15_architecture,
+)  # noqa: E402
 from helpers.sampling import generate  # noqa: E402
 from helpers.speed import apply_fast_path  # noqa: E402
 
@@ -82,7 +89,7 @@ def count_flops(components: Components, size: int) -> tuple[int, int]:
 
 
 def build(toy: bool, device: torch.device, dtype: torch.dtype) -> Components:
-    tokenizer = CLIPTokenizer.from_pretrained(ROOT / "models" / "clip-tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER)
     if toy:
         from toy import train
 

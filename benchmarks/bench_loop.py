@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from transformers import CLIPTokenizer  # noqa: E402
 
 from helpers.models import (  # noqa: E402
+    CLIP_TOKENIZER,
     SCHEDULERS,
     SD15_SCHEDULER,
     Components,
@@ -32,14 +33,12 @@ from helpers.models import (  # noqa: E402
 from helpers.sampling import generate  # noqa: E402
 from helpers.seeding import make_generator  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def sd15_components() -> Components:
     text_encoder, unet, vae = sd15_architecture("cpu")
     for m in (text_encoder, unet, vae):
         m.eval().requires_grad_(False)
-    tokenizer = CLIPTokenizer.from_pretrained(ROOT / "models" / "clip-tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER)
     return Components(
         tokenizer, text_encoder, unet, vae, dict(SD15_SCHEDULER), "sd15-random", "SD v1.5, random weights"
     )

@@ -32,11 +32,11 @@ from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, StableDiffusi
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from helpers.models import CLIP_TOKENIZER as TOKENIZER_DIR
 from helpers.models import SD15_SCHEDULER
 from toy import world
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKENIZER_DIR = ROOT / "models" / "clip-tokenizer"
 
 
 @dataclass

@@ -33,9 +33,10 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import CLIPTextModel, CLIPTokenizer
 
 SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "toy-sd"
-SD15_CONFIGS = Path(__file__).resolve().parent.parent / "models" / "sd15-configs"
-CLIP_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "clip-tokenizer"  # SD v1.5's, derived
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+BUNDLED_MODEL = MODELS_DIR / "toy-sd"
+SD15_CONFIGS = MODELS_DIR / "sd15-configs"
+CLIP_TOKENIZER = MODELS_DIR / "clip-tokenizer"  # SD v1.5's tokenizer files, derived by tools/derive_clip_tokenizer.py
 # SD v1.5's own scheduler/scheduler_config.json: scaled-linear betas 0.00085..0.012, 1000 steps, epsilon
 SD15_SCHEDULER = json.loads((SD15_CONFIGS / "scheduler_config.json").read_text())
 COMPONENTS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")

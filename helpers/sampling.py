@@ -52,6 +52,10 @@ class Generation:
     seconds: float
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_inputs(
     prompt: object,
     negative_prompt: object,
@@ -85,21 +89,17 @@ def check_inputs(
     elif negative_prompt is not None:
         raise TypeError(f"negative_prompt must be None, a str or a list of str, got {type(negative_prompt).__name__}")
     for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % vae_scale_factor:
+        if not _is_int(value) or value <= 0 or value % vae_scale_factor:
             raise ValueError(
                 f"{name} must be a positive multiple of the VAE scale factor {vae_scale_factor}, got {value!r}"
             )
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+    if not _is_int(num_inference_steps) or num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}")
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
         raise TypeError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
-    if math.isnan(guidance_scale) or math.isinf(guidance_scale) or guidance_scale < 0:
+    if not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
-    if (
-        isinstance(num_images_per_prompt, bool)
-        or not isinstance(num_images_per_prompt, int)
-        or num_images_per_prompt < 1
-    ):
+    if not _is_int(num_images_per_prompt) or num_images_per_prompt < 1:
         raise ValueError(f"num_images_per_prompt must be an int >= 1, got {num_images_per_prompt!r}")
     check_scheduler_name(scheduler)
     return prompts, negatives

@@ -138,12 +138,12 @@ def check_model_folder(folder: Path) -> Path:
     return folder
 
 
-def _cached_hub_snapshot(hub_id: str, allow_download: bool) -> Path:
+def _cached_hub_snapshot(hub_id: str, allow_download: bool, device: torch.device) -> Path:
     """The local snapshot of a hub model, downloading it only when allowed."""
     from huggingface_hub import snapshot_download
 
     # SD v1.5's repository holds fp32 and fp16 copies of every weight: fetch only the copy that will be used
-    weights = "*/*.fp16.safetensors" if pick_dtype(pick_device()) == torch.float16 else "*/*[!6].safetensors"
+    weights = "*/*.fp16.safetensors" if pick_dtype(device) == torch.float16 else "*/*[!6].safetensors"
     patterns = ["model_index.json", "*/*.json", "*/*.txt", weights]
     try:
         return Path(snapshot_download(hub_id, allow_patterns=patterns, local_files_only=not allow_download))
@@ -170,7 +170,9 @@ def resolve_source(source: str | os.PathLike | None = "auto", device: torch.devi
         if device.type == "cpu":
             return check_model_folder(BUNDLED_MODEL), "bundled toy model: no CUDA or MPS device for SD v1.5"
         try:
-            return _cached_hub_snapshot(SD15_HUB_ID, allow_download=online), f"{SD15_HUB_ID} on {device.type}"
+            return _cached_hub_snapshot(
+                SD15_HUB_ID, allow_download=online, device=device
+            ), f"{SD15_HUB_ID} on {device.type}"
         except ModelSourceError:
             return check_model_folder(
                 BUNDLED_MODEL
@@ -180,7 +182,9 @@ def resolve_source(source: str | os.PathLike | None = "auto", device: torch.devi
     path = Path(source).expanduser()
     if path.exists() or str(source).startswith((".", "/", "~")) or str(source).count("/") != 1:
         return check_model_folder(path), f"local folder {str(path)!r} ({why})"
-    return _cached_hub_snapshot(str(source), allow_download=online), f"{source} from the hub cache ({why})"
+    return _cached_hub_snapshot(
+        str(source), allow_download=online, device=device
+    ), f"{source} from the hub cache ({why})"
 
 
 def load_components(

@@ -2,7 +2,9 @@
 
 - channels_last: the memory layout cuDNN's fastest convolutions want;
 - fused QKV: one projection matmul instead of three in every attention layer;
-- torch.compile of the U-Net and of the VAE decoder (Inductor kernels; "reduce-overhead" adds CUDA graphs).
+- torch.compile of the U-Net and of the VAE decoder (Inductor kernels; "reduce-overhead" adds CUDA graphs);
+- freeze (with torch.compile, inference only): the weights become constants of the compiled graph, so
+  Inductor can fold them and pre-pack the convolution weights for oneDNN on the CPU.
 
 PyTorch's scaled-dot-product attention (flash / memory-efficient kernels) is diffusers' default
 attention processor already, so the baseline uses it too.
@@ -20,8 +22,11 @@ def apply_fast_path(
     channels_last: bool = True,
     fuse_qkv: bool = True,
     compile_mode: str | None = None,
+    freeze: bool = False,
 ) -> Components:
     """Apply the chosen settings in place and return the components. compile_mode None skips torch.compile."""
+    if freeze and compile_mode is None:
+        raise ValueError("freeze needs a compile_mode: it is an option of torch.compile")
     unet, vae = components.unet, components.vae
     if fuse_qkv:
         unet.fuse_qkv_projections()
@@ -33,6 +38,7 @@ def apply_fast_path(
         import torch._inductor.config as inductor
 
         inductor.conv_1x1_as_mm = True  # 1x1 convolutions as matmuls: faster kernels
+        inductor.freezing = freeze
         components.unet = torch.compile(unet, mode=compile_mode)
         vae.decoder = torch.compile(vae.decoder, mode=compile_mode)
     return components

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from helpers.models import load_components
@@ -23,6 +24,15 @@ def test_fused_qkv_and_channels_last_keep_the_image(tiny_model_dir):
     plain = generate(components, **KWARGS).pixels
     apply_fast_path(components, channels_last=True, fuse_qkv=True, compile_mode=None)
     assert np.abs(generate(components, **KWARGS).pixels - plain).max() < 1e-4
+
+
+def test_freeze_without_compile_is_refused_before_anything_changes(tiny_model_dir):
+    components = load_components(tiny_model_dir, device="cpu", dtype=torch.float32)
+    unet, processors = components.unet, {k: type(v) for k, v in components.unet.attn_processors.items()}
+    with pytest.raises(ValueError, match="freeze"):
+        apply_fast_path(components, freeze=True)
+    assert components.unet is unet
+    assert {k: type(v) for k, v in unet.attn_processors.items()} == processors  # QKV not fused
 
 
 def test_memory_savers_keep_the_image(tiny_model_dir):

@@ -189,8 +189,12 @@ def measure_shape(mask: np.ndarray, image: np.ndarray) -> dict:
     color = nearest(image[mask].astype(np.float32).mean(0), COLORS)
     width, height = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
     fill = len(xs) / float(width * height)
-    # square fills its box (1.0), circle pi/4 (0.79), triangle 1/2: split half-way between
-    shape = "square" if fill > 0.89 else "circle" if fill > 0.64 else "triangle"
+    # a triangle (pointing up) has 3/4 of its area in the lower half of its box, a circle or square half:
+    # split at 1.75 : 1, which a blurred outline does not move much. Then a square fills its box (1.0),
+    # a circle pi/4 (0.79): split half-way between.
+    middle = ys.min() + height / 2.0
+    lower, upper = np.sum(ys + 0.5 > middle), np.sum(ys + 0.5 < middle)
+    shape = "triangle" if lower > 1.75 * upper else "square" if fill > 0.89 else "circle"
     cx, cy = (xs.min() + xs.max() + 1) / 2.0, (ys.min() + ys.max() + 1) / 2.0  # box centre
     half = max(width, height) / 2.0
     size = "small" if half < (SIZES["small"][1] + SIZES["large"][0]) / 2 else "large"
@@ -198,25 +202,30 @@ def measure_shape(mask: np.ndarray, image: np.ndarray) -> dict:
     return {"color": color, "shape": shape, "size": size, "position": position}
 
 
-def foreground(image: np.ndarray) -> tuple[np.ndarray, str]:
-    """The mask of pixels that differ from the background (read off the border), and its name."""
+def foreground(image: np.ndarray, region: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """The shape's pixels within `region` (default: all), and the background's name (read off the border).
+
+    A pixel belongs to the shape when it is more than half-way from the background colour to the region's
+    most distant colour (and at least 60 away): a soft, anti-aliased edge counts up to its middle, as the
+    drawn outline would, so a blurred halo does not turn a triangle into a circle.
+    """
     border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).astype(np.float32)
     bg_rgb = np.median(border, axis=0)
     dist = np.sqrt(((image.astype(np.float32) - bg_rgb) ** 2).sum(-1))
-    return dist > 60.0, nearest(bg_rgb, BACKGROUNDS)
+    region = np.ones(dist.shape, bool) if region is None else region
+    threshold = max(60.0, 0.5 * float(np.percentile(dist[region], 99)))
+    return region & (dist > threshold), nearest(bg_rgb, BACKGROUNDS)
 
 
 def read_scene(image: np.ndarray, num_shapes: int = 1) -> dict:
     """Read a picture back: background and, per shape (left to right when two), its attributes."""
-    mask, background = foreground(image)
     if num_shapes == 1:
-        shapes = [measure_shape(mask, image)]
-    else:
-        half = IMAGE_SIZE // 2
-        left, right = mask.copy(), mask.copy()
-        left[:, half:], right[:, :half] = False, False
-        shapes = [measure_shape(left, image), measure_shape(right, image)]
-    return {"background": background, "shapes": shapes}
+        mask, background = foreground(image)
+        return {"background": background, "shapes": [measure_shape(mask, image)]}
+    left = np.zeros(image.shape[:2], bool)
+    left[:, : IMAGE_SIZE // 2] = True
+    (left_mask, background), (right_mask, _) = foreground(image, left), foreground(image, ~left)
+    return {"background": background, "shapes": [measure_shape(left_mask, image), measure_shape(right_mask, image)]}
 
 
 def score(text: str, image: np.ndarray) -> dict[str, bool]:

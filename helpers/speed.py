@@ -4,7 +4,8 @@
 - fused QKV: one projection matmul instead of three in every attention layer;
 - torch.compile of the U-Net and of the VAE decoder (Inductor kernels; "reduce-overhead" adds CUDA graphs);
 - freeze (with torch.compile, inference only): the weights become constants of the compiled graph, so
-  Inductor can fold them and pre-pack the convolution weights for oneDNN on the CPU.
+  Inductor can fold them and pre-pack the convolution weights for oneDNN on the CPU. Inductor's options
+  are process-wide: they hold for every later torch.compile in the same process.
 
 PyTorch's scaled-dot-product attention (flash / memory-efficient kernels) is diffusers' default
 attention processor already, so the baseline uses it too.

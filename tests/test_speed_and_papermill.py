@@ -26,6 +26,19 @@ def test_fused_qkv_and_channels_last_keep_the_image(tiny_model_dir):
     assert np.abs(generate(components, **KWARGS).pixels - plain).max() < 1e-4
 
 
+def test_compiled_with_frozen_weights_keeps_the_image(tiny_model_dir):
+    components = load_components(tiny_model_dir, device="cpu", dtype=torch.float32)
+    plain = generate(components, **KWARGS).pixels
+    apply_fast_path(components, channels_last=False, compile_mode="default", freeze=True)
+    try:
+        assert np.abs(generate(components, **KWARGS).pixels - plain).max() < 1e-4
+    finally:
+        import torch._inductor.config as inductor
+
+        inductor.freezing = False
+        torch._dynamo.reset()
+
+
 def test_freeze_without_compile_is_refused_before_anything_changes(tiny_model_dir):
     components = load_components(tiny_model_dir, device="cpu", dtype=torch.float32)
     unet, processors = components.unet, {k: type(v) for k, v in components.unet.attn_processors.items()}

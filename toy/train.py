@@ -13,7 +13,7 @@ never reaches pure noise, so at high noise a model can guess a colour from the l
 of reading the caption), and `--min-snr-gamma` weights the loss by Min-SNR (Hang et al. 2023). One run
 with both (0.5 and 5) is recorded in toy/RESULTS.md; it did not beat the default.
 
-    python -m toy.train                  # the full run: about 55 minutes on 2 quiet CPU cores
+    python -m toy.train                  # the full run: 46 minutes on 2 quiet CPU cores
     python -m toy.train --smoke --out /tmp/toy-smoke   # a handful of steps on a tiny config
 
 Everything is reproducible from --seed. Weights are saved as float16 safetensors (the folder stays
@@ -56,8 +56,8 @@ class Config:
     text_hidden: int = 32
     text_layers: int = 2
     unet_channels: tuple[int, ...] = (48, 96, 96)
-    unet_steps: int = 2600
-    unet_batch: int = 128
+    unet_steps: int = 4400
+    unet_batch: int = 64
     unet_lr: float = 1e-3
     warmup: int = 100
     ema_decay: float = 0.999
@@ -298,6 +298,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="U-Net steps (with --resume: the extra steps)")
     parser.add_argument("--lr", type=float, help="U-Net learning rate")
     parser.add_argument("--vae-steps", type=int, help="VAE steps")
+    parser.add_argument("--batch", type=int, help="U-Net batch size")
     parser.add_argument("--high-noise-share", type=float, default=0.0, help="share of timesteps from the noisier half")
     parser.add_argument("--min-snr-gamma", type=float, default=0.0, help="Min-SNR loss weighting; 0 is off")
     args = parser.parse_args()
@@ -308,6 +309,7 @@ def main() -> None:
     cfg.unet_steps = args.steps or cfg.unet_steps
     cfg.unet_lr = args.lr or cfg.unet_lr
     cfg.vae_steps = args.vae_steps or cfg.vae_steps
+    cfg.unet_batch = args.batch or cfg.unet_batch
     if not 0.0 <= args.high_noise_share <= 1.0:
         parser.error(f"--high-noise-share must be between 0 and 1, got {args.high_noise_share}")
     if args.min_snr_gamma < 0:

@@ -57,7 +57,8 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 def breakdown(components: Components, repeats: int) -> dict[str, float]:
     """Milliseconds for each model call of one guided image."""
     embeds = torch.cat([encode_text(components, [""]), encode_text(components, [PROMPT])])
-    latents = torch.randn(2, components.unet.config.in_channels, 8, 8)
+    size = components.unet.config.sample_size
+    latents = torch.randn(2, components.unet.config.in_channels, size, size)
     t = torch.tensor(500)
     calls = {
         "text encoder (one prompt)": lambda: encode_text(components, [PROMPT]),

@@ -22,8 +22,9 @@ import torch
 
 from helpers.models import SCHEDULERS, Components, load_components
 from helpers.plotting import image_grid
-from helpers.sampling import generate
+from helpers.sampling import decode, generate, to_numpy
 from toy import world
+from toy.train import to_tensor
 
 HERE = Path(__file__).resolve().parent
 USUAL_STEPS = {"pndm": 50, "lms": 50, "heun": 25, "dpm++": 20, "euler": 30, "euler_a": 30, "ddim": 50, "unipc": 20}
@@ -74,10 +75,9 @@ def vae_ceiling(components: Components, rng: np.random.Generator) -> dict[str, f
         )
     ]
     images = np.stack([world.render(scene, rng) for scene in scenes])
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     vae = components.vae
-    decoded = vae.decode(vae.encode(pixels).latent_dist.mode()).sample
-    decoded = ((decoded / 2 + 0.5).clamp(0, 1) * 255).round().permute(0, 2, 3, 1).numpy().astype(np.uint8)
+    latents = vae.encode(to_tensor(images)).latent_dist.mode() * vae.config.scaling_factor
+    decoded = (to_numpy(decode(components, latents)) * 255).round().astype(np.uint8)
     hits: dict[str, list[bool]] = defaultdict(list)
     for scene, image in zip(scenes, decoded):
         for key, ok in world.score(world.caption(scene), image).items():

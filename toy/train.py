@@ -11,7 +11,7 @@ Two options, off by default, change where the loss looks: `--high-noise-share` d
 timesteps from the noisier half of the schedule (where colour and placement are decided; SD's schedule
 never reaches pure noise, so at high noise a model can guess a colour from the leftover signal instead
 of reading the caption), and `--min-snr-gamma` weights the loss by Min-SNR (Hang et al. 2023). One run
-with both (0.5 and 5) is recorded in toy/RESULTS.md; it did not beat the default.
+with both (0.5 and 5) is recorded in toy/EXPERIMENTS.md; it did not beat the default.
 
     python -m toy.train                  # the full run: 46 minutes on 2 quiet CPU cores
     python -m toy.train --smoke --out /tmp/toy-smoke   # a handful of steps on a tiny config

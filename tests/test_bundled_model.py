@@ -47,13 +47,13 @@ def test_loads_offline_with_diffusers_own_loader(monkeypatch, bundled: Component
 
 def test_draws_what_the_prompt_names(bundled: Components):
     """At the model's best guidance scale (3, toy/RESULTS.md): shape, position and background follow the
-    prompt every time; colour, the model's weak point (about 75%), in at least half of these prompts, where
+    prompt every time; colour (about 95% in toy/RESULTS.md; all six here) in at least five of the six, where
     chance is one in six."""
     out = generate(bundled, PROMPTS, num_inference_steps=20, guidance_scale=3.0, seed=0, scheduler="dpm++")
     scores = [world.score(prompt, np.asarray(image)) for prompt, image in zip(PROMPTS, out.images)]
     for prompt, score in zip(PROMPTS, scores):
         assert score["shape"] and score["position"] and score["background"], (prompt, score)
-    assert sum(score["color"] for score in scores) >= len(PROMPTS) // 2, scores
+    assert sum(score["color"] for score in scores) >= len(PROMPTS) - 1, scores
 
 
 def test_training_smoke_run(tmp_path):
@@ -72,6 +72,14 @@ def test_training_smoke_run(tmp_path):
             "5",
             "--high-noise-share",
             "0.5",
+            "--x0-weight-cap",
+            "20",
+            "--ema-decay",
+            "0.99",
+            "--warmup",
+            "1",
+            "--caption-keep",
+            "0.85",
         ],
         capture_output=True,
         text=True,
@@ -106,3 +114,30 @@ def test_min_snr_weights_cap_only_the_nearly_clean_timesteps():
     assert torch.allclose(weights[snr > 5], 5 / snr[snr > 5])
     assert weights[0] < 0.01 and weights[-1] == 1.0
     assert torch.equal(loss_weights(Config(min_snr_gamma=0.0), alphas_cumprod, t), torch.ones(1000))
+
+
+def test_x0_weights_turn_noisy_steps_into_picture_errors_up_to_the_cap():
+    from diffusers import DDPMScheduler
+
+    from helpers.models import SD15_SCHEDULER
+    from toy.train import Config, loss_weights
+
+    alphas_cumprod = DDPMScheduler.from_config(SD15_SCHEDULER).alphas_cumprod
+    t = torch.arange(1000)
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    weights = loss_weights(Config(x0_weight_cap=20.0), alphas_cumprod, t)
+    assert torch.equal(weights[snr >= 1], torch.ones(int((snr >= 1).sum())))
+    middle = (snr < 1) & (snr > 1 / 20)
+    assert middle.sum() > 100 and torch.allclose(weights[middle], 1 / snr[middle])
+    assert torch.allclose(weights[snr <= 1 / 20], torch.full((int((snr <= 1 / 20).sum()),), 20.0))
+    both = loss_weights(Config(x0_weight_cap=20.0, min_snr_gamma=5.0), alphas_cumprod, t)
+    assert torch.allclose(both, weights * loss_weights(Config(min_snr_gamma=5.0), alphas_cumprod, t))
+
+
+def test_learning_rate_warms_up_then_decays_to_its_floor():
+    from toy.train import lr_at
+
+    rates = [lr_at(step, 1000, 1e-3, 100, floor=0.02) for step in range(1000)]
+    assert rates[0] == pytest.approx(1e-5) and rates[99] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(rates[99:], rates[100:]))
+    assert rates[-1] == pytest.approx(0.02e-3, rel=1e-3)

@@ -89,6 +89,19 @@ def test_training_smoke_run(tmp_path):
     assert generate(smoke, "a red circle", num_inference_steps=2, seed=0).pixels.shape == (1, 64, 64, 3)
 
 
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--ema-decay", "1.5"), ("--lr-floor", "-0.1"), ("--caption-keep", "2"), ("--x0-weight-cap", "-1")],
+)
+def test_training_refuses_an_option_out_of_range(tmp_path, flag: str, value: str):
+    out = tmp_path / "never"
+    run = subprocess.run(
+        [sys.executable, "-m", "toy.train", "--smoke", "--out", str(out), flag, value], capture_output=True, text=True
+    )
+    assert run.returncode == 2 and flag in run.stderr and value in run.stderr, run.stderr[-500:]
+    assert not out.exists()
+
+
 def test_training_draws_the_asked_share_of_noisy_timesteps():
     from toy.train import Config, sample_timesteps
 

@@ -336,22 +336,23 @@ def main() -> None:
     cfg.unet_lr = args.lr or cfg.unet_lr
     cfg.vae_steps = args.vae_steps or cfg.vae_steps
     cfg.unet_batch = args.batch or cfg.unet_batch
-    if not 0.0 <= args.high_noise_share <= 1.0:
-        parser.error(f"--high-noise-share must be between 0 and 1, got {args.high_noise_share}")
-    if args.min_snr_gamma < 0:
-        parser.error(f"--min-snr-gamma must be >= 0, got {args.min_snr_gamma}")
-    if args.x0_weight_cap < 0:
-        parser.error(f"--x0-weight-cap must be >= 0, got {args.x0_weight_cap}")
-    cfg.high_noise_share, cfg.min_snr_gamma = args.high_noise_share, args.min_snr_gamma
-    cfg.x0_weight_cap = args.x0_weight_cap
-    cfg.ema_decay = args.ema_decay if args.ema_decay is not None else cfg.ema_decay
-    cfg.lr_floor = args.lr_floor if args.lr_floor is not None else cfg.lr_floor
-    if not 0.0 <= cfg.lr_floor <= 1.0:
-        parser.error(f"--lr-floor must be between 0 and 1, got {cfg.lr_floor}")
-    cfg.caption_keep = args.caption_keep if args.caption_keep is not None else cfg.caption_keep
-    if not 0.0 <= cfg.caption_keep <= 1.0:
-        parser.error(f"--caption-keep must be between 0 and 1, got {cfg.caption_keep}")
-    cfg.warmup = args.warmup if args.warmup is not None else cfg.warmup
+    # Each option's allowed range, checked before any work; given options replace the config's values.
+    ranges = {
+        "high_noise_share": (0.0, 1.0),
+        "min_snr_gamma": (0.0, math.inf),
+        "x0_weight_cap": (0.0, math.inf),
+        "ema_decay": (0.0, 0.9999),
+        "lr_floor": (0.0, 1.0),
+        "caption_keep": (0.0, 1.0),
+        "warmup": (0, math.inf),
+    }
+    for name, (low, high) in ranges.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if not low <= value <= high:
+            parser.error(f"--{name.replace('_', '-')} must be between {low} and {high}, got {value}")
+        setattr(cfg, name, value)
     torch.manual_seed(cfg.seed)
     started = time.time()
     log: list[dict] = []

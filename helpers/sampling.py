@@ -256,6 +256,7 @@ def predicted_x0(step: Step) -> torch.Tensor:
     return (step.sample - (1 - a) ** 0.5 * step.noise_pred) / a**0.5
 
 
+@torch.inference_mode()
 def generate(
     components: Components,
     prompt: str | list[str],
@@ -271,7 +272,12 @@ def generate(
     callback: StepCallback | None = None,
     progress: bool = False,
 ) -> Generation:
-    """Text to image with the hand-written loop. `callback(step)` runs after each scheduler step."""
+    """Text to image with the hand-written loop. `callback(step)` runs after each scheduler step.
+
+    Runs under torch.inference_mode (no_grad without autograd's version counting, so each small op costs less;
+    diffusers' pipeline uses no_grad). The returned latents are inference tensors: read them, copy before
+    changing them in place.
+    """
     # 0. Default height and width from the U-Net's sample size
     f = components.vae_scale_factor
     height = components.unet.config.sample_size * f if height is None else height
@@ -312,6 +318,7 @@ def encode_image(components: Components, image: Image.Image | np.ndarray, genera
     return components.vae.encode(pixels).latent_dist.sample(generator) * components.vae.config.scaling_factor
 
 
+@torch.inference_mode()
 def img2img(
     components: Components,
     image: Image.Image | np.ndarray,

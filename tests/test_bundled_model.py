@@ -113,13 +113,18 @@ def test_training_draws_the_asked_share_of_noisy_timesteps():
         assert abs(noisy - (0.5 + share / 2)) < 0.02, (share, noisy)
 
 
-def test_min_snr_weights_cap_only_the_nearly_clean_timesteps():
+def sd15_alphas_cumprod() -> torch.Tensor:
     from diffusers import DDPMScheduler
 
     from helpers.models import SD15_SCHEDULER
+
+    return DDPMScheduler.from_config(SD15_SCHEDULER).alphas_cumprod
+
+
+def test_min_snr_weights_cap_only_the_nearly_clean_timesteps():
     from toy.train import Config, loss_weights
 
-    alphas_cumprod = DDPMScheduler.from_config(SD15_SCHEDULER).alphas_cumprod
+    alphas_cumprod = sd15_alphas_cumprod()
     t = torch.arange(1000)
     weights = loss_weights(Config(min_snr_gamma=5.0), alphas_cumprod, t)
     snr = alphas_cumprod / (1 - alphas_cumprod)
@@ -130,12 +135,9 @@ def test_min_snr_weights_cap_only_the_nearly_clean_timesteps():
 
 
 def test_x0_weights_turn_noisy_steps_into_picture_errors_up_to_the_cap():
-    from diffusers import DDPMScheduler
-
-    from helpers.models import SD15_SCHEDULER
     from toy.train import Config, loss_weights
 
-    alphas_cumprod = DDPMScheduler.from_config(SD15_SCHEDULER).alphas_cumprod
+    alphas_cumprod = sd15_alphas_cumprod()
     t = torch.arange(1000)
     snr = alphas_cumprod / (1 - alphas_cumprod)
     weights = loss_weights(Config(x0_weight_cap=20.0), alphas_cumprod, t)

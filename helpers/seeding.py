@@ -2,6 +2,10 @@
 
 A CPU ``torch.Generator`` gives the same numbers on every machine, so a seed names the same
 starting noise, and so the same image, whether the U-Net then runs on a CPU, CUDA or MPS.
+The noise is always drawn in float32 and then cast: PyTorch's CPU sampler can draw a different
+sequence when asked for float16 or bfloat16 directly (seen with torch 2.11 on an x86 machine for
+every shape, and with torch 2.13 for some), which would make the same seed a different picture in
+half precision.
 """
 
 from __future__ import annotations
@@ -24,5 +28,5 @@ def make_generator(seed: int) -> torch.Generator:
 def cpu_noise(
     shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
 ) -> torch.Tensor:
-    """Standard normal noise drawn from a CPU generator, then moved to `device`."""
-    return torch.randn(shape, generator=generator, device="cpu", dtype=dtype).to(device)
+    """Standard normal noise drawn in float32 from a CPU generator, then cast to `dtype` on `device`."""
+    return torch.randn(shape, generator=generator, device="cpu", dtype=torch.float32).to(device, dtype)

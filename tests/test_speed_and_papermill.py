@@ -64,3 +64,32 @@ def test_bad_notebook_parameter_stops_in_the_check_cell(tmp_path):
     assert "scheduler must be one of" in run.stderr and "'karras'" in run.stderr
     executed = [c for c in json.loads(out.read_text())["cells"] if c.get("execution_count")]
     assert "models.load_folder" not in "".join("".join(c["source"]) for c in executed)  # no weights were loaded
+
+
+def run_benchmark(script: str, *args: str) -> None:
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TORCH_THREADS": "2", "OMP_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+def test_gpu_benchmark_runs_at_toy_size_on_the_cpu(tmp_path):
+    """bench_gpu.py --toy: every variant is timed (none fails) and ours runs the same step counts as diffusers."""
+    run_benchmark("bench_gpu.py", "--toy", "--repeats", "1", "--json", str(tmp_path / "gpu.json"))
+    results = json.loads((tmp_path / "gpu.json").read_text())
+    assert results["flops"]["unet_guided_step"] > 0 and results["flops"]["vae_decode"] > 0
+    variants = results["variants"]
+    assert [v for v in variants if "error" in v] == []
+    assert all(v["seconds_per_image"] > 0 and 0 < v["fraction_of_floor"] < 1 for v in variants)
+    names = {(v["name"], v["steps"]) for v in variants}
+    assert ("diffusers default fp16 pipeline (PNDM)", 2) in names and ("ours, same settings (PNDM)", 2) in names
+
+
+def test_precision_check_runs_at_toy_size_and_bfloat16_stays_close(tmp_path):
+    """check_fast_path.py --toy: bfloat16 starts from the float32 noise, so its image stays near float32's."""
+    run_benchmark("check_fast_path.py", "--toy", "--no-fast-path", "--repeats", "1", "--json", str(tmp_path / "p.json"))
+    results = json.loads((tmp_path / "p.json").read_text())
+    rows = {row["name"]: row for row in results["rows"]}
+    bf16 = rows["plain loop, torch.bfloat16"]
+    assert bf16["finite"] and bf16["max_diff_between_calls"] == 0
+    assert 0 < bf16["mean_diff_vs_fp32"] < 0.02  # different noise would give about 0.1 to 0.2
+    assert 0 < results["unet_call_relative_error"]["torch.bfloat16"] < 0.05

@@ -6,10 +6,12 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from transformers import CLIPTokenizer
 
 from helpers.models import Components
 from helpers.sampling import generate, tokenize
+from helpers.seeding import cpu_noise, make_generator
 from toy.train import TOKENIZER_DIR
 
 
@@ -44,3 +46,13 @@ def test_num_images_per_prompt(tiny: Components):
     out = generate(tiny, ["a", "b"], num_inference_steps=2, num_images_per_prompt=3, seed=0, scheduler="ddim")
     assert out.pixels.shape[0] == 6 and len(out.images) == 6
     assert out.unet_calls == 2 and out.seed == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 4, 8, 8), (2, 4, 64, 64), (3, 7)])
+def test_half_precision_noise_is_the_float32_noise_rounded(dtype: torch.dtype, shape: tuple[int, ...]):
+    """A seed names the same starting noise in every precision (torch.randn in float16 can draw another sequence)."""
+    full = cpu_noise(shape, make_generator(1), "cpu", torch.float32)
+    half = cpu_noise(shape, make_generator(1), "cpu", dtype)
+    assert half.dtype == dtype and half.shape == shape
+    assert torch.equal(half, full.to(dtype))

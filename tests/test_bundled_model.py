@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -87,6 +88,19 @@ def test_training_smoke_run(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     smoke = load_components(out, device="cpu", dtype=torch.float32)
     assert generate(smoke, "a red circle", num_inference_steps=2, seed=0).pixels.shape == (1, 64, 64, 3)
+    # a second stage, as the shipped model had: the log keeps both, the configs do not name the first folder
+    again = tmp_path / "resumed"
+    args = ["--smoke", "--threads", "1", "--resume", str(out), "--steps", "2", "--caption-keep", "1"]
+    args += ["--out", str(again)]
+    run = subprocess.run([sys.executable, "-m", "toy.train", *args], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    log = json.loads((again / "training_log.json").read_text())
+    assert len(log["stages"]) == 2 and "--resume" in log["stages"][1]["command"]
+    assert log["summary"]["minutes"] == round(sum(stage["minutes"] for stage in log["stages"]), 1)
+    for name in ("unet", "vae"):
+        assert "_name_or_path" not in json.loads((again / name / "config.json").read_text())
+    resumed = load_components(again, device="cpu", dtype=torch.float32)
+    assert generate(resumed, "a red circle", num_inference_steps=2, seed=0).pixels.shape == (1, 64, 64, 3)
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,11 @@
 """Which colours and shapes a model confuses: one large-shape prompt per colour, shape, position and background.
 
     python -m toy.confusion models/toy-sd --guidance 3     # 270 prompts, DPM-Solver++ 20 steps, seed 0
+    python -m toy.confusion models/toy-sd --guidance 3 --prompts evaluate --seed 1   # make evaluate's 164
 
-Prints the accuracy per attribute, then colour and shape confusion tables (rows: named, columns: drawn).
+Prints the accuracy per attribute, colour and shape confusion tables (rows: named, columns: drawn), and each
+wrong colour with the size and background it was asked for. `--prompts evaluate` uses the training-split
+prompts of `toy.evaluate` (small and large shapes); with `--seed 1` they are its "guidance 3.0, train" row.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from helpers.models import load_components
 from helpers.sampling import generate
 from toy import world
+from toy.evaluate import single_prompts
 
 
 def main() -> None:
@@ -24,19 +28,30 @@ def main() -> None:
     parser.add_argument("model", nargs="?", default="bundled")
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompts", choices=("large", "evaluate"), default="large")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     components = load_components(args.model, device="cpu", dtype=torch.float32)
-    combos = list(itertools.product(world.BACKGROUNDS, world.COLORS, world.SHAPES, world.POSITIONS))
-    prompts = [f"a large {color} {shape} {position} on a {bg} background" for bg, color, shape, position in combos]
-    out = generate(components, prompts, seed=0, scheduler="dpm++", num_inference_steps=20, guidance_scale=args.guidance)
+    if args.prompts == "evaluate":
+        prompts = single_prompts("train", np.random.default_rng(0), 2)
+    else:
+        combos = itertools.product(world.BACKGROUNDS, world.COLORS, world.SHAPES, world.POSITIONS)
+        prompts = [f"a large {color} {shape} {position} on a {bg} background" for bg, color, shape, position in combos]
+    out = generate(
+        components, prompts, seed=args.seed, scheduler="dpm++", num_inference_steps=20, guidance_scale=args.guidance
+    )
     hits: Counter = Counter()
     colors: Counter = Counter()
     shapes: Counter = Counter()
-    for prompt, (_, color, shape, _), image in zip(prompts, combos, out.images):
-        seen = world.read_scene(np.asarray(image))["shapes"][0]
-        colors[color, seen["color"]] += 1
-        shapes[shape, seen["shape"]] += 1
+    wrong: Counter = Counter()
+    for prompt, image in zip(prompts, out.images):
+        want, seen = world.parse_caption(prompt), world.read_scene(np.asarray(image))
+        (named,), (drawn,) = want["shapes"], seen["shapes"]
+        colors[named["color"], drawn["color"]] += 1
+        shapes[named["shape"], drawn["shape"]] += 1
+        if drawn["color"] != named["color"]:
+            wrong[named["color"], drawn["color"], named["size"], want["background"]] += 1
         hits.update(key for key, ok in world.score(prompt, np.asarray(image)).items() if ok)
     print(
         f"{len(prompts)} prompts, guidance {args.guidance}: "
@@ -48,6 +63,9 @@ def main() -> None:
         print(f"\n{name:>8s} | " + " ".join(f"{label[:6]:>6s}" for label in labels) + "   none")
         for want in labels:
             print(f"{want:>8s} | " + " ".join(f"{table[want, got]:6d}" for got in labels) + f" {table[want, None]:6d}")
+    print("\nwrong colours (named -> drawn, size, background):")
+    for (named, drawn, size, background), count in wrong.most_common():
+        print(f"  {count} x {named} -> {drawn}, {size}, on {background}")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ timesteps from the noisier half of the schedule (where colour and placement are 
 never reaches pure noise, so at high noise a model can guess a colour from the leftover signal instead
 of reading the caption), `--min-snr-gamma` weights the loss by Min-SNR (Hang et al. 2023), and
 `--x0-weight-cap` weights the noisiest steps by 1/SNR. None beat the default (toy/EXPERIMENTS.md). What
-did: an EMA window short enough not to lag (0.995), a rate decaying to 2%, and captions that name each
-optional attribute 85% of the time.
+did: an EMA window short enough not to lag (0.995), a rate decaying to 2%, captions that name each
+optional attribute 85% of the time, and a short second stage at a fresh rate. The shipped model (`make train`):
 
-    python -m toy.train                  # the full run: 53 minutes on 2 quiet CPU cores
+    python -m toy.train                  # stage 1: VAE, then 5,600 U-Net steps; 53 minutes on 2 quiet CPU cores
+    python -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20   # stage 2: 6 minutes
     python -m toy.train --smoke --out /tmp/toy-smoke   # a handful of steps on a tiny config
 
 Everything is reproducible from --seed. Weights are saved as float16 safetensors (the folder stays
@@ -307,6 +308,11 @@ def save_model(
     # Stored as float16 for size; transformers reads "dtype" as the dtype to load in.
     text_config = out / "text_encoder" / "config.json"
     text_config.write_text(text_config.read_text().replace('"dtype": "float16"', '"dtype": "float32"'))
+    for name in ("unet", "vae"):  # a resumed model's configs remember the folder they came from: not shipped
+        config_path = out / name / "config.json"
+        config = json.loads(config_path.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def main() -> None:

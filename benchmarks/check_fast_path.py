@@ -84,7 +84,10 @@ def main() -> None:
     results: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
     results |= {"torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "size": size, "steps": steps, "rows": []}
 
-    def run(name: str, components: Components, plain: np.ndarray | None = None) -> np.ndarray:
+    def run(
+        name: str, components: Components, reference: np.ndarray | None = None, plain: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Time one setting, print and record its row, and return its pixels."""
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         sync(device)
@@ -106,9 +109,10 @@ def main() -> None:
             "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
             "finite": bool(np.isfinite(pixels).all()),
             "max_diff_between_calls": float(np.abs(pixels - first).max()),
-            "max_diff_vs_fp32": float(np.abs(pixels - reference).max()) if reference is not None else 0.0,
-            "mean_diff_vs_fp32": float(np.abs(pixels - reference).mean()) if reference is not None else 0.0,
         }
+        reference = pixels if reference is None else reference
+        row["max_diff_vs_fp32"] = float(np.abs(pixels - reference).max())
+        row["mean_diff_vs_fp32"] = float(np.abs(pixels - reference).mean())
         if plain is not None:
             row["max_diff_vs_plain"] = float(np.abs(pixels - plain).max())
             row["mean_diff_vs_plain"] = float(np.abs(pixels - plain).mean())
@@ -123,7 +127,6 @@ def main() -> None:
         )
         return pixels
 
-    reference = None
     halves = (torch.bfloat16,) if args.toy else (torch.float16, torch.bfloat16)  # the CPU has no fast fp16 convs
     if args.bundled:
         fp32 = load_components("bundled", device, torch.float32)
@@ -139,7 +142,7 @@ def main() -> None:
         model.to("cpu")
     plain = {}
     for dtype in halves:
-        plain[dtype] = run(f"plain loop, {dtype}", cast(fp32, device, dtype))
+        plain[dtype] = run(f"plain loop, {dtype}", cast(fp32, device, dtype), reference)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     for dtype in () if args.no_fast_path else halves:
@@ -148,7 +151,7 @@ def main() -> None:
             continue
         compile_mode = "default" if args.toy else "reduce-overhead"
         fast = apply_fast_path(cast(fp32, device, dtype), channels_last=True, fuse_qkv=True, compile_mode=compile_mode)
-        run(f"fast path, {dtype}", fast, plain[dtype])
+        run(f"fast path, {dtype}", fast, reference, plain[dtype])
         del fast
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -9,7 +9,6 @@ text encoder's output, a VAE decode of the same latents, and the seed's starting
 
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from check_fast_path import cast  # noqa: E402
 
 import helpers.sampling as S  # noqa: E402
 from helpers.models import load_components  # noqa: E402
@@ -45,9 +46,7 @@ def main(device: str) -> None:
         )
         e32 = S.encode_text(c32, [prompt])
         for dt in halves:
-            h = copy.deepcopy(c32)
-            for m in (h.text_encoder, h.unet, h.vae):
-                m.to(dt)
+            h = cast(c32, c32.device, dt)
             g = S.generate(h, **kw)
             print(
                 " ",

@@ -1,7 +1,9 @@
 """The hand-written loop (`generate`) versus diffusers' StableDiffusionPipeline on identical components.
 
 Both run the same prompt, seed, size, steps and scheduler, alternately (A B A B ...) after a warm-up of
-each, with threads pinned; prints each median and the ratio ours/diffusers per scheduler.
+each, with threads pinned; prints each median and the ratio ours/diffusers per scheduler, both as the ratio
+of the medians and as the median of each round's own ratio (a round's two runs are back to back, so a
+machine whose speed drifts over seconds slows both alike).
 
     python benchmarks/bench_loop.py                                   # bundled model, 20 steps, every scheduler
     python benchmarks/bench_loop.py --sd15 --steps 2 --rounds 2 --schedulers pndm   # SD v1.5 architecture, 512x512
@@ -58,7 +60,7 @@ def main() -> None:
     prompt = "a photograph of an astronaut riding a horse" if args.sd15 else "a large red circle on the left"
     kwargs = dict(prompt=prompt, height=size, width=size, num_inference_steps=args.steps, guidance_scale=7.5)
     print(f"{components.reason}, {size}x{size}, {args.steps} steps, {args.threads} threads, {args.rounds} rounds")
-    print(f"{'scheduler':10s} {'ours (s)':>10s} {'diffusers (s)':>14s} {'ours/diffusers':>15s}")
+    print(f"{'scheduler':10s} {'ours (s)':>10s} {'diffusers (s)':>14s} {'ours/diffusers':>15s} {'paired':>7s}")
     for name in args.schedulers:
         pipe = diffusers_pipeline(components, name)
 
@@ -77,7 +79,8 @@ def main() -> None:
                     fn()
                     times[key].append(time.perf_counter() - start)
         a, b = statistics.median(times["ours"]), statistics.median(times["diffusers"])
-        print(f"{name:10s} {a:10.4f} {b:14.4f} {a / b:15.3f}", flush=True)
+        paired = statistics.median(x / y for x, y in zip(times["ours"], times["diffusers"]))
+        print(f"{name:10s} {a:10.4f} {b:14.4f} {a / b:15.3f} {paired:7.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def models(components: Components) -> tuple[torch.nn.Module, ...]:
+    """The three weighted models."""
     return components.text_encoder, components.unet, components.vae
+
+
+def relative_error(approx: torch.Tensor, exact: torch.Tensor) -> float:
+    """||approx - exact|| / ||exact||, in float32 on the CPU."""
+    exact = exact.float().cpu()
+    return float((approx.float().cpu() - exact).norm() / exact.norm())
 
 
 def cast(components: Components, device: torch.device, dtype: torch.dtype) -> Components:
@@ -62,7 +69,7 @@ def unet_call_error(reference: Components, half: Components, size: int) -> float
     exact = unet(latents.to(reference.device), 500, encoder_hidden_states=text.to(reference.device)).sample
     device, dtype = half.device, half.unet.dtype
     approx = half.unet(latents.to(device, dtype), 500, encoder_hidden_states=text.to(device, dtype)).sample
-    return float((approx.float().to(exact.device) - exact).norm() / exact.norm())
+    return relative_error(approx, exact)
 
 
 def main() -> None:

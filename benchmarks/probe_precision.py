@@ -18,14 +18,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from check_fast_path import cast  # noqa: E402
+from check_fast_path import relative_error as rel  # noqa: E402
 
 import helpers.sampling as S  # noqa: E402
 from helpers.models import load_components  # noqa: E402
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Relative error ||a - b|| / ||b||, in float32 on the CPU."""
-    return float((a.float().cpu() - b.float().cpu()).norm() / b.float().cpu().norm())
 
 
 def main(device: str) -> None:

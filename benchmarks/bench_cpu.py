@@ -1,12 +1,14 @@
 """The everyday CPU path: one 20-step DPM-Solver++ image with the bundled model, eager and with the fast path.
 
-Prints where the time of one image goes (text encoder, one U-Net call at batch 2, VAE decode), then the
-median time of one whole image (`generate`, 64x64, guidance 7.5) for each setting, after a warm-up that
-also pays for any compilation (reported apart), and how far its pixels are from the eager image's (all
-settings keep the maths; compiled kernels may round differently). Writes the figures to a JSON file.
+Prints where the time of one image goes (text encoder, one U-Net call at batch 2, VAE decode). Then it
+prepares every setting (a warm-up call pays for any compilation, reported apart) and times one whole image
+(`generate`, 64x64, guidance 7.5) per setting in each round, the settings in turn, so that a slow spell of
+the machine falls on all of them alike. Prints each setting's median and, against the first setting in the
+same rounds, the median paired ratio with its 95% interval (timing.py), and how far its pixels are from the
+first setting's (all settings keep the maths; other kernels may round differently). Writes a JSON file.
 
     python benchmarks/bench_cpu.py                     # every setting, 2 threads, writes benchmarks/cpu_results.json
-    python benchmarks/bench_cpu.py --settings eager    # just the eager baseline
+    python benchmarks/bench_cpu.py --settings eager "eager, channels_last, PyTorch convolutions"
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from timing import seconds, summarize  # noqa: E402
+
 from helpers.models import Components, load_components  # noqa: E402
 from helpers.sampling import encode_text, generate  # noqa: E402
 from helpers.speed import apply_fast_path  # noqa: E402
@@ -34,6 +38,7 @@ PROMPT = "a large blue circle on the left on a white background"
 SETTINGS: dict[str, dict] = {
     "eager": {"channels_last": False, "fuse_qkv": False},
     "eager, fused QKV": {"channels_last": False, "fuse_qkv": True},
+    "eager, channels_last, PyTorch convolutions": {"channels_last": True, "fuse_qkv": False, "onednn": False},
     "torch.compile": {"channels_last": False, "fuse_qkv": True, "compile_mode": "default"},
     "torch.compile, frozen weights": {
         "channels_last": False,
@@ -44,13 +49,38 @@ SETTINGS: dict[str, dict] = {
 }
 
 
+def use(name: str) -> None:
+    """Set the process-wide state a setting needs before its images (oneDNN on or off)."""
+    torch.backends.mkldnn.enabled = SETTINGS[name].get("onednn", True)
+
+
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(seconds(fn) for _ in range(repeats))
+
+
+def prepare(name: str) -> tuple[Callable[[], np.ndarray], float, np.ndarray]:
+    """The bundled model with a setting applied, as a call that makes one image; its first call's seconds and
+    pixels (taken now: a compiled setting's later calls may follow another setting's torch._dynamo.reset())."""
+    use(name)
+    components = apply_fast_path(load_components("bundled", device="cpu", dtype=torch.float32), **SETTINGS[name])
+
+    def image() -> np.ndarray:
+        kwargs = dict(num_inference_steps=20, guidance_scale=7.5, seed=0, scheduler="dpm++")
+        return generate(components, PROMPT, **kwargs).pixels
+
+    start = time.perf_counter()
+    pixels = image()
+    return image, time.perf_counter() - start, pixels
+
+
+def take_turns(images: dict[str, Callable[[], np.ndarray]], rounds: int) -> dict[str, list[float]]:
+    """Seconds per image for each setting, one image of each in every round."""
+    times: dict[str, list[float]] = {name: [] for name in images}
+    for _ in range(rounds):
+        for name, image in images.items():
+            use(name)
+            times[name].append(seconds(image))
+    return times
 
 
 @torch.no_grad()
@@ -73,40 +103,57 @@ def breakdown(components: Components, repeats: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=15, help="at least 6, for the 95%% interval")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", type=Path, default=HERE / "cpu_results.json")
     args = parser.parse_args()
+    if args.rounds < 6:
+        parser.error(f"--rounds must be at least 6 for a 95% interval of the paired ratio, got {args.rounds}")
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads")
 
-    results: dict = {"threads": args.threads, "torch": torch.__version__, "prompt": PROMPT, "settings": {}}
+    results: dict = {"threads": args.threads, "torch": torch.__version__, "prompt": PROMPT, "rounds": args.rounds}
     results["breakdown_ms"] = breakdown(load_components("bundled", device="cpu", dtype=torch.float32), 20)
     for name, ms in results["breakdown_ms"].items():
         print(f"{name:28s} {ms:7.2f} ms")
 
-    reference = None
-    for name in args.settings:
+    first = args.settings[0]
+    if "compile_mode" in SETTINGS[first]:
+        parser.error(f"--settings: the first setting is the baseline and must not compile, got {first!r}")
+    # The eager settings take turns in one group. Each compiled setting gets a group of its own with the baseline,
+    # after torch._dynamo.reset(): compiled U-Nets of the same shape would otherwise share one compiled graph.
+    eager = [name for name in args.settings if "compile_mode" not in SETTINGS[name]]
+    groups = [eager] + [[first, name] for name in args.settings if name not in eager]
+    images: dict[str, Callable[[], np.ndarray]] = {}
+    first_call: dict[str, float] = {}
+    pixels: dict[str, np.ndarray] = {}
+    times: dict[str, list[float]] = {}
+    baseline: dict[str, list[float]] = {}  # the first setting's times in the same rounds
+    for group in groups:
         torch._dynamo.reset()
-        components = apply_fast_path(load_components("bundled", device="cpu", dtype=torch.float32), **SETTINGS[name])
+        for name in group:
+            if name not in images:
+                images[name], first_call[name], pixels[name] = prepare(name)
+        rounds = take_turns({name: images[name] for name in group}, args.rounds)
+        for name in group:
+            if name not in times:  # the baseline's own times are those of the first group
+                times[name], baseline[name] = rounds[name], rounds[first]
 
-        def image() -> np.ndarray:
-            kwargs = dict(num_inference_steps=20, guidance_scale=7.5, seed=0, scheduler="dpm++")
-            return generate(components, PROMPT, **kwargs).pixels  # noqa: B023
-
-        warmup = median_seconds(image, 1)
-        seconds = median_seconds(image, args.repeats)
-        pixels = image()
-        reference = pixels if reference is None else reference
-        diff = float(np.abs(pixels - reference).max())
+    results["settings"] = {}
+    print(f"{'setting':44s} {'median':>8s} {'first call':>10s}  {'paired ratio to ' + first + ' [95%]':>30s}  max diff")
+    for name in images:
+        diff = float(np.abs(pixels[name] - pixels[first]).max())
+        row = summarize(times[name], baseline[name])
         results["settings"][name] = {
-            "seconds_per_image": round(seconds, 4),
-            "first_call_seconds": round(warmup, 1),
+            "seconds_per_image": round(row["ours_median_s"], 4),
+            "first_call_seconds": round(first_call[name], 1),
+            "paired_ratio_to_first_setting": round(row["paired_ratio"], 3),
+            "paired_ratio_95_interval": [round(row["paired_ratio_low"], 3), round(row["paired_ratio_high"], 3)],
             "max_pixel_difference_from_first_setting": diff,
+            "seconds": [round(t, 4) for t in times[name]],
         }
-        print(
-            f"{name:32s} {seconds:.3f} s per image (first call {warmup:.1f} s), max pixel diff {diff:.2e}", flush=True
-        )
+        interval = f"{row['paired_ratio']:.3f} [{row['paired_ratio_low']:.3f}, {row['paired_ratio_high']:.3f}]"
+        print(f"{name:44s} {row['ours_median_s']:7.3f}s {first_call[name]:9.1f}s  {interval:>30s}  {diff:.1e}")
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -1,26 +1,28 @@
 """The hand-written loop (`generate`) versus diffusers' StableDiffusionPipeline on identical components.
 
-Both run the same prompt, seed, size, steps and scheduler, alternately (A B A B ...) after a warm-up of
-each, with threads pinned; prints each median and the ratio ours/diffusers per scheduler, both as the ratio
-of the medians and as the median of each round's own ratio (a round's two runs are back to back, so a
-machine whose speed drifts over seconds slows both alike).
+Both run the same prompt, seed, size, steps and scheduler, in rounds after a warm-up of each, with threads
+pinned; a round runs the two back to back, ours first in odd rounds and diffusers first in even ones
+(A B B A ...), so neither always follows the other. Prints each median and the ratio ours/diffusers per
+scheduler, both as the ratio of the medians and as the median of each round's own ratio with its 95%
+interval (a round's two runs are back to back, so a machine whose speed drifts over seconds slows both
+alike; see timing.py); with --json, writes the figures to a file.
 
     python benchmarks/bench_loop.py                                   # bundled model, 20 steps, every scheduler
-    python benchmarks/bench_loop.py --sd15 --steps 2 --rounds 2 --schedulers pndm   # SD v1.5 architecture, 512x512
+    python benchmarks/bench_loop.py --sd15 --steps 2 --rounds 6 --schedulers pndm   # SD v1.5 architecture, 512x512
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from timing import seconds, summarize  # noqa: E402
 from transformers import CLIPTokenizer  # noqa: E402
 
 from helpers.models import (  # noqa: E402
@@ -50,17 +52,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sd15", action="store_true", help="SD v1.5's architecture with random weights, 512x512")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15, help="at least 6, for the 95%% interval")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--schedulers", nargs="+", default=list(SCHEDULERS))
+    parser.add_argument("--schedulers", nargs="+", default=list(SCHEDULERS), choices=list(SCHEDULERS))
+    parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
+    if args.rounds < 6:
+        parser.error(f"--rounds must be at least 6 for a 95% interval of the paired ratio, got {args.rounds}")
     torch.set_num_threads(args.threads)
     components = sd15_components() if args.sd15 else load_components("bundled", device="cpu", dtype=torch.float32)
     size = 512 if args.sd15 else 64
     prompt = "a photograph of an astronaut riding a horse" if args.sd15 else "a large red circle on the left"
     kwargs = dict(prompt=prompt, height=size, width=size, num_inference_steps=args.steps, guidance_scale=7.5)
     print(f"{components.reason}, {size}x{size}, {args.steps} steps, {args.threads} threads, {args.rounds} rounds")
-    print(f"{'scheduler':10s} {'ours (s)':>10s} {'diffusers (s)':>14s} {'ours/diffusers':>15s} {'paired':>7s}")
+    header = f"{'scheduler':10s} {'ours (s)':>9s} {'diffusers (s)':>13s} {'ratio of medians':>16s}"
+    print(header + f" {'paired ratio [95% interval]':>28s}")
+    results = {"model": components.reason, "size": size, "steps": args.steps, "rounds": args.rounds, "schedulers": {}}
     for name in args.schedulers:
         pipe = diffusers_pipeline(components, name)
 
@@ -73,14 +80,21 @@ def main() -> None:
         times: dict[str, list[float]] = {"ours": [], "diffusers": []}
         with torch.no_grad():
             ours(), theirs()  # warm-up
-            for _ in range(args.rounds):
-                for key, fn in (("ours", ours), ("diffusers", theirs)):
-                    start = time.perf_counter()
-                    fn()
-                    times[key].append(time.perf_counter() - start)
-        a, b = statistics.median(times["ours"]), statistics.median(times["diffusers"])
-        paired = statistics.median(x / y for x, y in zip(times["ours"], times["diffusers"]))
-        print(f"{name:10s} {a:10.4f} {b:14.4f} {a / b:15.3f} {paired:7.3f}", flush=True)
+            for r in range(args.rounds):
+                order = (("ours", ours), ("diffusers", theirs))
+                for key, fn in order if r % 2 == 0 else order[::-1]:
+                    times[key].append(seconds(fn))
+        row = summarize(times["ours"], times["diffusers"])
+        results["schedulers"][name] = row | {"ours_s": times["ours"], "diffusers_s": times["diffusers"]}
+        interval = f"{row['paired_ratio']:.3f} [{row['paired_ratio_low']:.3f}, {row['paired_ratio_high']:.3f}]"
+        print(
+            f"{name:10s} {row['ours_median_s']:9.4f} {row['theirs_median_s']:13.4f} {row['ratio_of_medians']:16.3f}"
+            f" {interval:>28s}",
+            flush=True,
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

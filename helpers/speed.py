@@ -5,7 +5,12 @@
 - torch.compile of the U-Net and of the VAE decoder (Inductor kernels; "reduce-overhead" adds CUDA graphs);
 - freeze (with torch.compile, inference only): the weights become constants of the compiled graph, so
   Inductor can fold them and pre-pack the convolution weights for oneDNN on the CPU. Inductor's options
-  are process-wide: they hold for every later torch.compile in the same process.
+  are process-wide: they hold for every later torch.compile in the same process;
+- onednn=False (CPU): PyTorch's own convolution kernels instead of oneDNN's. With channels_last this made
+  the bundled model's eager image about 20% faster on a 2-core CPU (its latents are 8x8, where oneDNN's
+  per-call set-up outweighs its faster arithmetic), but SD v1.5's 64x64 U-Net about 15% slower
+  (benchmarks/RESULTS.md). It sets torch.backends.mkldnn.enabled = False, process-wide too (set it back
+  to True to undo).
 
 PyTorch's scaled-dot-product attention (flash / memory-efficient kernels) is diffusers' default
 attention processor already, so the baseline uses it too.
@@ -24,10 +29,13 @@ def apply_fast_path(
     fuse_qkv: bool = True,
     compile_mode: str | None = None,
     freeze: bool = False,
+    onednn: bool = True,
 ) -> Components:
     """Apply the chosen settings in place and return the components. compile_mode None skips torch.compile."""
     if freeze and compile_mode is None:
         raise ValueError("freeze needs a compile_mode: it is an option of torch.compile")
+    if not onednn:
+        torch.backends.mkldnn.enabled = False
     unet, vae = components.unet, components.vae
     if fuse_qkv:
         unet.fuse_qkv_projections()

@@ -26,6 +26,17 @@ def test_fused_qkv_and_channels_last_keep_the_image(tiny_model_dir):
     assert np.abs(generate(components, **KWARGS).pixels - plain).max() < 1e-4
 
 
+def test_pytorch_convolutions_keep_the_image(tiny_model_dir):
+    components = load_components(tiny_model_dir, device="cpu", dtype=torch.float32)
+    plain = generate(components, **KWARGS).pixels
+    apply_fast_path(components, channels_last=True, fuse_qkv=False, onednn=False)
+    try:
+        assert not torch.backends.mkldnn.enabled
+        assert np.abs(generate(components, **KWARGS).pixels - plain).max() < 1e-4
+    finally:
+        torch.backends.mkldnn.enabled = True
+
+
 def test_compiled_with_frozen_weights_keeps_the_image(tiny_model_dir):
     components = load_components(tiny_model_dir, device="cpu", dtype=torch.float32)
     plain = generate(components, **KWARGS).pixels
@@ -93,3 +104,30 @@ def test_precision_check_runs_at_toy_size_and_bfloat16_stays_close(tmp_path):
     assert bf16["finite"] and bf16["max_diff_between_calls"] == 0
     assert 0 < bf16["mean_diff_vs_fp32"] < 0.02  # different noise would give about 0.1 to 0.2
     assert 0 < results["unet_call_relative_error"]["torch.bfloat16"] < 0.05
+
+
+def test_loop_benchmark_writes_paired_ratios_with_intervals(tmp_path):
+    """bench_loop.py at 2 steps: every scheduler asked for gets its times and a paired ratio inside its interval."""
+    out = tmp_path / "loop.json"
+    run_benchmark(
+        "bench_loop.py", "--steps", "2", "--rounds", "6", "--schedulers", "pndm", "euler_a", "--json", str(out)
+    )
+    rows = json.loads(out.read_text())["schedulers"]
+    assert sorted(rows) == ["euler_a", "pndm"]
+    for row in rows.values():
+        assert len(row["ours_s"]) == len(row["diffusers_s"]) == 6
+        assert row["paired_ratio_low"] <= row["paired_ratio"] <= row["paired_ratio_high"]
+
+
+def test_cpu_benchmark_compares_settings_in_turns(tmp_path):
+    """bench_cpu.py: PyTorch's convolutions (oneDNN off) keep the pixels, and the paired ratio is reported."""
+    out = tmp_path / "cpu.json"
+    settings = ["eager", "eager, channels_last, PyTorch convolutions"]
+    run_benchmark("bench_cpu.py", "--settings", *settings, "--rounds", "6", "--out", str(out))
+    rows = json.loads(out.read_text())["settings"]
+    assert rows["eager"]["paired_ratio_to_first_setting"] == 1
+    native = rows[settings[1]]
+    assert (
+        len(native["seconds"]) == 6 and native["paired_ratio_95_interval"][0] <= native["paired_ratio_to_first_setting"]
+    )
+    assert 0 < native["max_pixel_difference_from_first_setting"] < 1e-4  # other kernels, same maths

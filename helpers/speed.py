@@ -7,10 +7,9 @@
   Inductor can fold them and pre-pack the convolution weights for oneDNN on the CPU. Inductor's options
   are process-wide: they hold for every later torch.compile in the same process;
 - onednn=False (CPU): PyTorch's own convolution kernels instead of oneDNN's. With channels_last this made
-  the bundled model's eager image about 20% faster on a 2-core CPU (its latents are 8x8, where oneDNN's
-  per-call set-up outweighs its faster arithmetic), but SD v1.5's 64x64 U-Net about 15% slower
-  (benchmarks/RESULTS.md). It sets torch.backends.mkldnn.enabled = False, process-wide too (set it back
-  to True to undo).
+  the bundled model's eager image about 20% faster on a 2-core CPU (its convolutions are small: 8x8 latents),
+  but SD v1.5's U-Net 10 to 25% slower (benchmarks/probe_convolutions.py, benchmarks/RESULTS.md). It sets
+  torch.backends.mkldnn.enabled = False, process-wide too (set it back to True to undo).
 
 PyTorch's scaled-dot-product attention (flash / memory-efficient kernels) is diffusers' default
 attention processor already, so the baseline uses it too.

@@ -92,6 +92,13 @@ def main() -> None:
             f" {interval:>28s}",
             flush=True,
         )
+    if len(args.schedulers) > 1:  # every round of every scheduler: the loop's own cost is the same for all
+        ours_all = [t for row in results["schedulers"].values() for t in row["ours_s"]]
+        theirs_all = [t for row in results["schedulers"].values() for t in row["diffusers_s"]]
+        row = summarize(ours_all, theirs_all)
+        results["all_schedulers"] = {k: v for k, v in row.items() if k.startswith("paired")}
+        interval = f"{row['paired_ratio']:.3f} [{row['paired_ratio_low']:.3f}, {row['paired_ratio_high']:.3f}]"
+        print(f"{'all':10s} {'':9s} {'':13s} {'':16s} {interval:>28s}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -107,16 +107,17 @@ def test_precision_check_runs_at_toy_size_and_bfloat16_stays_close(tmp_path):
 
 
 def test_loop_benchmark_writes_paired_ratios_with_intervals(tmp_path):
-    """bench_loop.py at 2 steps: every scheduler asked for gets its times and a paired ratio inside its interval."""
+    """bench_loop.py at 2 steps: each scheduler, and all of them pooled, get a paired ratio inside its interval."""
     out = tmp_path / "loop.json"
     run_benchmark(
         "bench_loop.py", "--steps", "2", "--rounds", "6", "--schedulers", "pndm", "euler_a", "--json", str(out)
     )
-    rows = json.loads(out.read_text())["schedulers"]
+    results = json.loads(out.read_text())
+    rows = results["schedulers"]
     assert sorted(rows) == ["euler_a", "pndm"]
-    for row in rows.values():
-        assert len(row["ours_s"]) == len(row["diffusers_s"]) == 6
+    for row in [*rows.values(), results["all_schedulers"]]:
         assert row["paired_ratio_low"] <= row["paired_ratio"] <= row["paired_ratio_high"]
+    assert all(len(row["ours_s"]) == len(row["diffusers_s"]) == 6 for row in rows.values())
 
 
 def test_cpu_benchmark_compares_settings_in_turns(tmp_path):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
+from torch.overrides import TorchFunctionMode
 
 from helpers.models import SCHEDULERS, Components, diffusers_pipeline
 from helpers.sampling import generate
@@ -44,3 +47,32 @@ def test_work_per_step(tiny: Components, scheduler: str, evaluations: int):
     assert out.unet_calls == evaluations
     assert unet_batches == [2] * evaluations
     assert len(text_calls) == 2
+
+
+class CountHostReads(TorchFunctionMode):
+    """Counts the tensor methods that hand a value to Python or the CPU: each one waits for a GPU (a host sync)."""
+
+    READS = {"item", "tolist", "numpy", "cpu", "nonzero", "__bool__", "__int__", "__float__", "__index__"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.READS:
+            self.counts[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_no_host_syncs_beyond_the_library(tiny: Components, scheduler: str):
+    """Ours reads tensors back exactly where the pipeline does: the scheduler's own reads, and the final pixels."""
+    pipe = diffusers_pipeline(tiny, scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    with CountHostReads() as ours:
+        generate(tiny, "a red circle", num_inference_steps=6, seed=0, scheduler=scheduler)
+    with CountHostReads() as theirs:
+        pipe("a red circle", num_inference_steps=6, generator=make_generator(0), output_type="np")
+    assert ours.counts["cpu"] == 1  # the mode sees the reads: at least the pixels' move to the CPU
+    assert ours.counts == theirs.counts

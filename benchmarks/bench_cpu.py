@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from timing import seconds, summarize  # noqa: E402
+from timing import median_seconds, seconds, summarize  # noqa: E402
 
 from helpers.models import Components, load_components  # noqa: E402
 from helpers.sampling import encode_text, generate  # noqa: E402
@@ -59,10 +58,6 @@ SETTINGS: dict[str, dict] = {
 def use(name: str) -> None:
     """Set the process-wide state a setting needs before its images (oneDNN on or off)."""
     torch.backends.mkldnn.enabled = SETTINGS[name].get("onednn", True)
-
-
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    return statistics.median(seconds(fn) for _ in range(repeats))
 
 
 def prepare(name: str) -> tuple[Callable[[], np.ndarray], float, np.ndarray]:

@@ -12,7 +12,6 @@ helpers.speed.apply_fast_path.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from timing import seconds  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 from helpers.models import load_components, sd15_architecture  # noqa: E402
 
@@ -30,8 +29,8 @@ LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channel
 
 
 def median_ms(module: torch.nn.Module, args: tuple[torch.Tensor, ...], repeats: int) -> float:
-    module(*args)
-    return 1000 * statistics.median(seconds(lambda: module(*args)) for _ in range(repeats))
+    module(*args)  # warm-up
+    return 1000 * median_seconds(lambda: module(*args), repeats)
 
 
 def each_way(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], repeats: int) -> str:

@@ -20,6 +20,11 @@ def seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """The median of `repeats` timed calls."""
+    return statistics.median(seconds(fn) for _ in range(repeats))
+
+
 def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
     """A confidence interval for the median that assumes nothing about the distribution.
 

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from timing import median_seconds, seconds, summarize  # noqa: E402
+from timing import MIN_ROUNDS, median_seconds, seconds, summarize  # noqa: E402
 
 from helpers.models import Components, load_components  # noqa: E402
 from helpers.sampling import encode_text, generate  # noqa: E402
@@ -105,12 +105,14 @@ def breakdown(components: Components, repeats: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=15, help="at least 6, for the 95%% interval")
+    parser.add_argument("--rounds", type=int, default=15, help=f"at least {MIN_ROUNDS}, for the 95%% interval")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", type=Path, default=HERE / "cpu_results.json")
     args = parser.parse_args()
-    if args.rounds < 6:
-        parser.error(f"--rounds must be at least 6 for a 95% interval of the paired ratio, got {args.rounds}")
+    if args.rounds < MIN_ROUNDS:
+        parser.error(
+            f"--rounds must be at least {MIN_ROUNDS} for a 95% interval of the paired ratio, got {args.rounds}"
+        )
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads")
 

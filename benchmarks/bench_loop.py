@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from timing import seconds, summarize  # noqa: E402
+from timing import MIN_ROUNDS, seconds, summarize  # noqa: E402
 from transformers import CLIPTokenizer  # noqa: E402
 
 from helpers.models import (  # noqa: E402
@@ -52,13 +52,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sd15", action="store_true", help="SD v1.5's architecture with random weights, 512x512")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=15, help="at least 6, for the 95%% interval")
+    parser.add_argument("--rounds", type=int, default=15, help=f"at least {MIN_ROUNDS}, for the 95%% interval")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--schedulers", nargs="+", default=list(SCHEDULERS), choices=list(SCHEDULERS))
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
-    if args.rounds < 6:
-        parser.error(f"--rounds must be at least 6 for a 95% interval of the paired ratio, got {args.rounds}")
+    if args.rounds < MIN_ROUNDS:
+        parser.error(
+            f"--rounds must be at least {MIN_ROUNDS} for a 95% interval of the paired ratio, got {args.rounds}"
+        )
     torch.set_num_threads(args.threads)
     components = sd15_components() if args.sd15 else load_components("bundled", device="cpu", dtype=torch.float32)
     size = 512 if args.sd15 else 64

@@ -12,6 +12,8 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 
+MIN_ROUNDS = 6  # the fewest values median_interval accepts at 95% (P(Binomial(6, 1/2) = 0) = 1/64 <= 0.025)
+
 
 def seconds(fn: Callable[[], object]) -> float:
     """Wall-clock seconds of one call."""

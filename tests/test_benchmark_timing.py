@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from benchmarks.timing import median_interval, paired_ratios, summarize
+from benchmarks.timing import MIN_ROUNDS, median_interval, paired_ratios, summarize
 
 
 def test_interval_of_fifteen_is_the_fourth_and_twelfth_values():
@@ -29,6 +29,9 @@ def test_interval_needs_enough_values_and_a_sensible_confidence():
     with pytest.raises(ValueError, match="values: 5 are too few"):
         median_interval([1.0, 2.0, 3.0, 4.0, 5.0])
     assert median_interval([3.0, 1.0, 2.0, 6.0, 5.0, 4.0]) == (1.0, 6.0)
+    median_interval([1.0] * MIN_ROUNDS)  # the benchmarks' --rounds floor is the fewest values the interval accepts
+    with pytest.raises(ValueError, match="too few"):
+        median_interval([1.0] * (MIN_ROUNDS - 1))
     with pytest.raises(ValueError, match="confidence"):
         median_interval([1.0] * 20, confidence=95)
 

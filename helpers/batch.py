@@ -5,29 +5,75 @@
 
 The work is split between processes the way diffusers documents distributed inference
 (`PartialState().split_between_processes`). Nothing is lost or done twice: each image is written
-atomically (a temporary file, then a rename), and a rerun skips the images already on disk, so a run
-that was killed halfway resumes to the same set of files. Each PNG carries its generation parameters.
+atomically (a temporary file, then a rename), and a rerun skips an image only when the file on disk is a
+valid PNG whose recorded settings (the exact `sd-step-by-step` chunk) equal this run's: a run killed halfway
+resumes to the same set of files, and after a change of prompt, seeds, steps or scheduler the stale files are
+made again. Each PNG carries its generation parameters.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from helpers.models import SCHEDULERS, load_components, model_name, pick_device
-from helpers.pnginfo import format_parameters, save_png
+from helpers.pnginfo import EXACT_CHUNK, exact_parameters, format_parameters, save_png
 from helpers.sampling import generate
+from helpers.seeding import check_seed
 
 
 def read_prompts(path: Path) -> list[str]:
-    """One prompt per line; blank lines and lines starting with # are skipped."""
-    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    """One prompt per line (UTF-8, a byte-order mark allowed); blank lines and lines starting with # are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"prompts file {str(path)!r} is not valid UTF-8 (byte {err.start}: {err.reason})") from None
+    lines = [line.strip() for line in text.splitlines()]
     prompts = [line for line in lines if line and not line.startswith("#")]
     if not prompts:
         raise ValueError(f"prompts file {str(path)!r} holds no prompts")
     return prompts
+
+
+def check_seeds(seeds: list[int]) -> list[int]:
+    """Each seed valid and none twice (two equal seeds would name the same file)."""
+    for seed in seeds:
+        try:
+            check_seed(seed)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"--seeds: {err}") from None
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ValueError(f"--seeds: each seed once, but {', '.join(map(str, repeated))} appear(s) more than once")
+    return seeds
+
+
+def check_out_folder(out: Path) -> Path:
+    """The output folder, created if needed and writable, before any model loads."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"--out {str(out)!r} cannot be written: {err.strerror}") from None
+    return out
+
+
+def recorded_settings(path: Path) -> str | None:
+    """The exact settings a finished PNG records, or None if the file is missing, truncated or not such a PNG."""
+    try:
+        with Image.open(path) as image:
+            image.load()  # reads every chunk: a truncated file fails here
+            return image.text.get(EXACT_CHUNK)  # type: ignore[attr-defined]
+    except (OSError, SyntaxError, ValueError):
+        return None
 
 
 def work_items(prompts: list[str], seeds: list[int]) -> list[tuple[str, int, str]]:
@@ -58,39 +104,48 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    items = work_items(read_prompts(args.prompts), args.seeds)
+    items = work_items(read_prompts(args.prompts), check_seeds(args.seeds))  # all checks before the model loads
+    check_out_folder(args.out)
     state = PartialState()
     device = state.device if state.device.type != "cpu" else pick_device()
     components = load_components(args.model, device=device)
     name = model_name(components)
+    f = components.vae_scale_factor
+    height = args.height or components.unet.config.sample_size * f
+    width = args.width or components.unet.config.sample_size * f
+
+    def settings_of(seed: int, prompt: str) -> str:
+        return exact_parameters(
+            prompt, args.negative_prompt, args.steps, args.scheduler, args.guidance, seed, height, width, name
+        )
+
     if state.is_main_process:  # temporary files left by a killed run
         for stale in args.out.glob(".*.png.*.tmp"):
             stale.unlink()
     state.wait_for_everyone()
     with state.split_between_processes(items) as mine:
-        todo = [item for item in mine if not (args.out / item[0]).exists()]
+        todo = [item for item in mine if recorded_settings(args.out / item[0]) != settings_of(item[1], item[2])]
         bar = tqdm(todo, desc=f"process {state.process_index}", position=state.process_index)
         for filename, seed, prompt in bar:
             out = generate(
                 components,
                 prompt,
                 negative_prompt=args.negative_prompt,
-                height=args.height,
-                width=args.width,
+                height=height,
+                width=width,
                 num_inference_steps=args.steps,
                 guidance_scale=args.guidance,
                 seed=seed,
                 scheduler=args.scheduler,
             )
-            height, width = out.pixels.shape[1:3]
             text = format_parameters(
                 prompt, args.negative_prompt, args.steps, args.scheduler, args.guidance, seed, height, width, name
             )
-            save_png(out.images[0], args.out / filename, text)
+            save_png(out.images[0], args.out / filename, text, settings_of(seed, prompt))
     state.wait_for_everyone()
-    if state.is_main_process:
-        done = sum((args.out / item[0]).exists() for item in items)
-        print(f"{done} of {len(items)} images in {args.out}")
+    if state.is_main_process:  # count only files that hold what this run asked for
+        done = sum(recorded_settings(args.out / f) == settings_of(seed, prompt) for f, seed, prompt in items)
+        print(f"{done} of {len(items)} images in {args.out} hold this run's settings")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ A model source is one of:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -87,6 +88,8 @@ class Components:
 
 
 def check_scheduler_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"scheduler must be a str, one of {sorted(SCHEDULERS)}, got {type(name).__name__} {name!r}")
     if name not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}, got {name!r}")
     return name
@@ -138,16 +141,20 @@ def check_model_folder(folder: Path) -> Path:
     return folder
 
 
-def _cached_hub_snapshot(hub_id: str, allow_download: bool, device: torch.device) -> Path:
-    """The local snapshot of a hub model, downloading it only when allowed."""
-    from huggingface_hub import snapshot_download
+def _cached_hub_snapshot(hub_id: str, allow_download: bool, dtype: torch.dtype) -> Path:
+    """The local snapshot of a hub model, downloading it only when allowed.
 
-    # SD v1.5's repository holds fp32 and fp16 copies of every weight: fetch only the copy that will be used
-    weights = "*/*.fp16.safetensors" if pick_dtype(device) == torch.float16 else "*/*[!6].safetensors"
+    SD v1.5's repository holds fp32 and fp16 copies of every weight: only the copy that `dtype` will load is
+    fetched (the same rule as `load_folder`'s choice of variant).
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    weights = "*/*.fp16.safetensors" if dtype == torch.float16 else "*/*[!6].safetensors"
     patterns = ["model_index.json", "*/*.json", "*/*.txt", weights]
     try:
         return Path(snapshot_download(hub_id, allow_patterns=patterns, local_files_only=not allow_download))
-    except Exception as err:  # offline, not cached, unknown id: all end in the same advice
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:  # offline, not cached, unknown id
         raise ModelSourceError(
             f"model {hub_id!r} is neither a local folder nor in the local Hugging Face cache, "
             "and could not be downloaded "
@@ -157,9 +164,16 @@ def _cached_hub_snapshot(hub_id: str, allow_download: bool, device: torch.device
         ) from None
 
 
-def resolve_source(source: str | os.PathLike | None = "auto", device: torch.device | None = None) -> tuple[Path, str]:
+def resolve_source(
+    source: str | os.PathLike | None = "auto", device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> tuple[Path, str]:
     """The folder to load from and one line saying which model is used and why."""
+    if source is not None and not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            f"source must be 'auto', 'bundled', a hub id or a folder path, got {type(source).__name__} {source!r}"
+        )
     device = device or pick_device()
+    dtype = dtype or pick_dtype(device)
     online = os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False")
     if source in (None, "auto") and os.environ.get("SD_MODEL"):
         source = os.environ["SD_MODEL"]
@@ -171,7 +185,7 @@ def resolve_source(source: str | os.PathLike | None = "auto", device: torch.devi
             return check_model_folder(BUNDLED_MODEL), "bundled toy model: no CUDA or MPS device for SD v1.5"
         try:
             return _cached_hub_snapshot(
-                SD15_HUB_ID, allow_download=online, device=device
+                SD15_HUB_ID, allow_download=online, dtype=dtype
             ), f"{SD15_HUB_ID} on {device.type}"
         except ModelSourceError:
             return check_model_folder(
@@ -182,9 +196,7 @@ def resolve_source(source: str | os.PathLike | None = "auto", device: torch.devi
     path = Path(source).expanduser()
     if path.exists() or str(source).startswith((".", "/", "~")) or str(source).count("/") != 1:
         return check_model_folder(path), f"local folder {str(path)!r} ({why})"
-    return _cached_hub_snapshot(
-        str(source), allow_download=online, device=device
-    ), f"{source} from the hub cache ({why})"
+    return _cached_hub_snapshot(str(source), allow_download=online, dtype=dtype), f"{source} from the hub cache ({why})"
 
 
 def load_components(
@@ -194,9 +206,23 @@ def load_components(
 ) -> Components:
     """Load tokenizer, text encoder, U-Net, VAE and scheduler config from one source."""
     device = torch.device(device) if device is not None else pick_device()
-    folder, reason = resolve_source(source, device)
+    dtype = dtype or pick_dtype(device)
+    folder, reason = resolve_source(source, device, dtype)
     print(f"Model: {reason}")
-    return load_folder(folder, reason, device, dtype or pick_dtype(device))
+    return load_folder(folder, reason, device, dtype)
+
+
+@contextlib.contextmanager
+def _naming(folder: Path, part: str):
+    """Turn a weight file that cannot be read (empty, truncated, not safetensors) into an error naming it."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, OSError) as err:
+        raise ModelSourceError(
+            f"model folder {str(folder)!r}: the weights in {part}/ cannot be read ({type(err).__name__}: {err})"
+        ) from err
 
 
 def load_folder(folder: Path, reason: str, device: torch.device, dtype: torch.dtype) -> Components:
@@ -208,9 +234,12 @@ def load_folder(folder: Path, reason: str, device: torch.device, dtype: torch.dt
     variant = "fp16" if dtype == torch.float16 and any(folder.glob("unet/*.fp16.safetensors")) else None
     kwargs = {"use_safetensors": True, "variant": variant}
     tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype, **kwargs)
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, **kwargs)
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, **kwargs)
+    with _naming(folder, "text_encoder"):
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype, **kwargs)
+    with _naming(folder, "unet"):
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, **kwargs)
+    with _naming(folder, "vae"):
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, **kwargs)
     scheduler_config = PNDMScheduler.load_config(folder, subfolder="scheduler")
     for model in (text_encoder, unet, vae):
         model.to(device).eval().requires_grad_(False)

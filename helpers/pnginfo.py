@@ -6,10 +6,15 @@
 
 Tools that read that chunk (AUTOMATIC1111's PNG Info, ComfyUI, civitai, ...) show the settings, and
 `read_parameters` turns them back into `generate` keywords.
+
+That text is lossy by design (a prompt line that starts with "Negative prompt:" or with spaces cannot be told
+apart), so the PNG also carries the exact settings as JSON in a second text chunk, `sd-step-by-step`;
+`read_parameters` prefers it, and falls back to the A1111 text for PNGs written by other tools.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -23,6 +28,20 @@ from helpers.models import SCHEDULERS
 SAMPLER_TO_NAME = {display: name for name, (_, display) in SCHEDULERS.items()}
 # "Key: value" pairs of the last line; a value may be a quoted string holding commas (AUTOMATIC1111's regex)
 PARAM_RE = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+EXACT_CHUNK = "sd-step-by-step"  # the exact settings, as JSON
+KEYWORDS = ("prompt", "negative_prompt", "num_inference_steps", "scheduler", "guidance_scale", "seed")
+KEYWORDS += ("height", "width")
+
+
+def _number_text(value: float) -> str:
+    """The shortest text that reads back as the same float (7.5, 7, 7.123456789)."""
+    short = f"{value:g}"
+    return short if float(short) == float(value) else repr(float(value))
+
+
+def _quoted(value: str) -> str:
+    """A settings value, quoted as A1111 quotes one that holds a comma or a quote."""
+    return json.dumps(value) if any(c in value for c in ',"\n') else value
 
 
 def format_parameters(
@@ -42,16 +61,53 @@ def format_parameters(
         lines.append(f"Negative prompt: {negative_prompt}")
     sampler = SCHEDULERS[scheduler][1]
     lines.append(
-        f"Steps: {num_inference_steps}, Sampler: {sampler}, CFG scale: {guidance_scale:g}, Seed: {seed}, "
-        f"Size: {width}x{height}, Model: {model}"
+        f"Steps: {num_inference_steps}, Sampler: {sampler}, CFG scale: {_number_text(guidance_scale)}, Seed: {seed}, "
+        f"Size: {width}x{height}, Model: {_quoted(model)}"
     )
     return "\n".join(lines)
 
 
+def exact_parameters(
+    prompt: str,
+    negative_prompt: str | None,
+    num_inference_steps: int,
+    scheduler: str,
+    guidance_scale: float,
+    seed: int,
+    height: int,
+    width: int,
+    model: str,
+) -> str:
+    """The exact settings as JSON (the `sd-step-by-step` chunk): every value reads back unchanged."""
+    values = (prompt, negative_prompt, int(num_inference_steps), scheduler, float(guidance_scale), int(seed))
+    return json.dumps(dict(zip(KEYWORDS, values + (int(height), int(width)))) | {"model": model}, sort_keys=True)
+
+
+def _field(settings: dict, key: str, convert, default=None):
+    """One settings field converted, or a ValueError that names it."""
+    if key not in settings:
+        if default is None:
+            raise ValueError(f"parameters text has no {key!r} field in its settings line")
+        return default
+    raw = settings.pop(key)
+    try:
+        return convert(raw)
+    except ValueError:
+        raise ValueError(f"parameters field {key!r} has an unreadable value {raw!r}") from None
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, height = text.split("x")  # a ValueError when there are not exactly two parts
+    return int(width), int(height)
+
+
 def parse_parameters(text: str) -> dict:
-    """`generate` keywords (and `model`) from a `parameters` text; unknown keys are kept under `extra`."""
+    """`generate` keywords (and `model`) from a `parameters` text; unknown keys are kept under `extra`.
+
+    A malformed field is a ValueError that names it.
+    """
     lines = text.strip().split("\n")
-    settings = dict((k.strip(), v.strip().strip('"')) for k, v in PARAM_RE.findall(lines[-1]))
+    settings = {k.strip(): (json.loads(v) if v.startswith('"') else v.strip()) for k, v in PARAM_RE.findall(lines[-1])}
     if "Steps" not in settings:
         raise ValueError(f"parameters text has no settings line (Steps: ..., Sampler: ...): {lines[-1]!r}")
     prompt, negative, in_negative = [], [], False
@@ -62,14 +118,14 @@ def parse_parameters(text: str) -> dict:
     sampler = settings.pop("Sampler", "PLMS")
     if sampler not in SAMPLER_TO_NAME:
         raise ValueError(f"Sampler must be one of {sorted(SAMPLER_TO_NAME)}, got {sampler!r}")
-    width, height = (int(v) for v in settings.pop("Size", "512x512").split("x"))
+    width, height = _field(settings, "Size", _size, (512, 512))
     out = {
         "prompt": "\n".join(prompt),
         "negative_prompt": "\n".join(negative) or None,
-        "num_inference_steps": int(settings.pop("Steps")),
+        "num_inference_steps": _field(settings, "Steps", int),
         "scheduler": SAMPLER_TO_NAME[sampler],
-        "guidance_scale": float(settings.pop("CFG scale", 7.0)),
-        "seed": int(settings.pop("Seed")),
+        "guidance_scale": _field(settings, "CFG scale", float, 7.5),
+        "seed": _field(settings, "Seed", int),
         "height": height,
         "width": width,
         "model": settings.pop("Model", None),
@@ -78,12 +134,15 @@ def parse_parameters(text: str) -> dict:
     return out
 
 
-def save_png(image: Image.Image, path: str | os.PathLike, parameters: str) -> Path:
-    """Write a PNG with its `parameters` chunk atomically: a temporary file in the same folder, then a rename."""
+def save_png(image: Image.Image, path: str | os.PathLike, parameters: str, exact: str | None = None) -> Path:
+    """Write a PNG with its `parameters` chunk (and the exact JSON one, when given) atomically: a temporary file in
+    the same folder, then a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     info = PngInfo()
     info.add_text("parameters", parameters)
+    if exact is not None:
+        info.add_itxt(EXACT_CHUNK, exact)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -99,9 +158,12 @@ def save_png(image: Image.Image, path: str | os.PathLike, parameters: str) -> Pa
 
 
 def read_parameters(path: str | os.PathLike) -> dict:
-    """The parsed `parameters` chunk of a PNG."""
+    """`generate` keywords (and `model`, `extra`) from a PNG: the exact chunk when present, else the A1111 text."""
     with Image.open(path) as image:
-        text = image.text.get("parameters")  # type: ignore[attr-defined]
-    if text is None:
+        chunks = dict(image.text)  # type: ignore[attr-defined]
+    if EXACT_CHUNK in chunks:
+        exact = json.loads(chunks[EXACT_CHUNK])
+        return {key: exact[key] for key in KEYWORDS} | {"model": exact.get("model"), "extra": {}}
+    if "parameters" not in chunks:
         raise ValueError(f"{str(path)!r} has no 'parameters' text chunk")
-    return parse_parameters(text)
+    return parse_parameters(chunks["parameters"])

@@ -52,8 +52,44 @@ class Generation:
     seconds: float
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+# Ceilings that stop absurd requests before they reach the allocator (SD v1.5 is trained at 512, SDXL at 1024).
+MAX_SIDE = 4096  # pixels, for height and width
+MAX_IMAGES = 256  # images per call: len(prompt) * num_images_per_prompt
+
+INPUT_RULES = """Every parameter follows one table: a wrong *type* is a TypeError, a wrong *value* a ValueError,
+and both name the parameter. Python and numpy scalars of the right kind are accepted; bool is not a number.
+
+    prompt                 str or non-empty list of str
+    negative_prompt        None, str, or list of str as long as prompt
+    height, width          int, a multiple of the VAE scale factor, 1 .. MAX_SIDE
+    num_inference_steps    int, 1 .. num_train_timesteps - 1 (999 for SD's schedule)
+    guidance_scale         int or float, finite, >= 0
+    num_images_per_prompt  int >= 1, with len(prompt) * num_images_per_prompt <= MAX_IMAGES
+    seed                   int, 0 .. 2**64 - 1 (what torch.Generator.manual_seed accepts)
+    scheduler              str, a registered name
+    callback               None or a callable
+"""
+
+
+def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    """`value` as an int within [low, high]; TypeError for a non-int (bool included), ValueError when out of range."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{name} must be an int {allowed}, got {value!r}")
+    return value
+
+
+def check_number(name: str, value: object, low: float) -> float:
+    """`value` as a finite float >= low; TypeError for a non-number (bool and str included), ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number (int or float), got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < low:
+        raise ValueError(f"{name} must be a finite number >= {low:g}, got {value!r}")
+    return value
 
 
 def check_inputs(
@@ -66,8 +102,10 @@ def check_inputs(
     num_images_per_prompt: object,
     scheduler: object,
     vae_scale_factor: int,
+    num_train_timesteps: int = 1000,
+    callback: object = None,
 ) -> tuple[list[str], list[str] | None]:
-    """Validate everything before any model work; returns the prompts and negatives as lists."""
+    """Validate everything before any model work (the rules: INPUT_RULES); returns prompts and negatives as lists."""
     if isinstance(prompt, str):
         prompts = [prompt]
     elif isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
@@ -89,20 +127,35 @@ def check_inputs(
     elif negative_prompt is not None:
         raise TypeError(f"negative_prompt must be None, a str or a list of str, got {type(negative_prompt).__name__}")
     for name, value in (("height", height), ("width", width)):
-        if not _is_int(value) or value <= 0 or value % vae_scale_factor:
+        side = check_int(name, value, 1, MAX_SIDE)
+        if side % vae_scale_factor:
             raise ValueError(
-                f"{name} must be a positive multiple of the VAE scale factor {vae_scale_factor}, got {value!r}"
+                f"{name} must be a positive multiple of the VAE scale factor {vae_scale_factor}, got {side}"
             )
-    if not _is_int(num_inference_steps) or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}")
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
-        raise TypeError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
-    if not math.isfinite(guidance_scale) or guidance_scale < 0:
-        raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
-    if not _is_int(num_images_per_prompt) or num_images_per_prompt < 1:
-        raise ValueError(f"num_images_per_prompt must be an int >= 1, got {num_images_per_prompt!r}")
+    # Every registered scheduler works up to num_train_timesteps - 1 steps; at num_train_timesteps PNDM and DDIM
+    # index past the schedule and DPM-Solver++ and UniPC return NaN, and beyond it PNDM repeats timestep 1.
+    check_int("num_inference_steps", num_inference_steps, 1, num_train_timesteps - 1)
+    check_number("guidance_scale", guidance_scale, 0.0)
+    per_prompt = check_int("num_images_per_prompt", num_images_per_prompt, 1)
+    if len(prompts) * per_prompt > MAX_IMAGES:
+        raise ValueError(
+            f"num_images_per_prompt={per_prompt} with {len(prompts)} prompt(s) asks for {len(prompts) * per_prompt} "
+            f"images; at most {MAX_IMAGES} per call"
+        )
     check_scheduler_name(scheduler)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be None or a callable taking a Step, got {type(callback).__name__}")
     return prompts, negatives
+
+
+def check_finite(pixels: np.ndarray, guidance_scale: float) -> np.ndarray:
+    """The pixels, or a FloatingPointError: NaN or infinite values would be saved as a black picture."""
+    if not np.isfinite(pixels).all():
+        raise FloatingPointError(
+            f"the decoded image has NaN or infinite pixels (guidance_scale={guidance_scale!r}): the latents overflowed."
+            " Lower guidance_scale (Stable Diffusion is used at 1 to 15), or run in float32"
+        )
+    return pixels
 
 
 def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
@@ -284,8 +337,9 @@ def generate(
     width = components.unet.config.sample_size * f if width is None else width
     # 1. Check inputs, before any model work
     prompts, negatives = check_inputs(
-        prompt, negative_prompt, height, width, num_inference_steps, guidance_scale, num_images_per_prompt, scheduler, f
-    )
+        prompt, negative_prompt, height, width, num_inference_steps, guidance_scale, num_images_per_prompt,
+        scheduler, f, components.scheduler_config["num_train_timesteps"], callback,
+    )  # fmt: skip
     seed, generator = resolve_generator(seed, generator)
     started = time.perf_counter()
     # 2. Encode the prompt; guidance <= 1 skips the unconditional pass, as diffusers does
@@ -301,7 +355,7 @@ def generate(
         components, sched, sched.timesteps, latents, embeds, guidance_scale, generator, callback, progress
     )
     # 6. Decode with the VAE
-    pixels = to_numpy(decode(components, latents, generator))
+    pixels = check_finite(to_numpy(decode(components, latents, generator)), guidance_scale)
     return Generation(to_pil(pixels), pixels, latents, seed, len(sched.timesteps), time.perf_counter() - started)
 
 
@@ -340,9 +394,9 @@ def img2img(
     width, height = image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
     prompts, negatives = check_inputs(
         prompt, negative_prompt, height, width, num_inference_steps, guidance_scale, 1, scheduler,
-        components.vae_scale_factor,
+        components.vae_scale_factor, components.scheduler_config["num_train_timesteps"], callback,
     )  # fmt: skip
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+    if check_number("strength", strength, 0.0) > 1:
         raise ValueError(f"strength must be a number between 0 and 1, got {strength!r}")
     seed, generator = resolve_generator(seed, generator)
     started = time.perf_counter()
@@ -359,7 +413,7 @@ def img2img(
     noise = cpu_noise(tuple(clean.shape), generator, components.device, components.dtype)
     latents = sched.add_noise(clean, noise, timesteps[:1].repeat(len(prompts))) if len(timesteps) else clean
     latents = denoise(components, sched, timesteps, latents, embeds, guidance_scale, generator, callback)
-    pixels = to_numpy(decode(components, latents, generator))
+    pixels = check_finite(to_numpy(decode(components, latents, generator)), guidance_scale)
     return Generation(to_pil(pixels), pixels, latents, seed, len(timesteps), time.perf_counter() - started)
 
 

@@ -10,14 +10,19 @@ half precision.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+MAX_SEED = 2**64 - 1  # the largest seed torch.Generator.manual_seed accepts
 
 
 def check_seed(seed: object) -> int:
-    """The seed, if it is a non-negative int; else a ValueError that names the parameter."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    return seed
+    """The seed as an int in [0, MAX_SEED] (numpy ints too): a TypeError for a non-int, else a ValueError."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be a non-negative int, got {type(seed).__name__} {seed!r}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"seed must be a non-negative int of at most 64 bits (0 .. 2**64 - 1), got {seed!r}")
+    return int(seed)
 
 
 def make_generator(seed: int) -> torch.Generator:

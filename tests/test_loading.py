@@ -82,3 +82,36 @@ def test_fp16_variant_is_used_in_half_precision(tiny_model_dir, tmp_path):
             weights.rename(weights.with_suffix(".fp16.safetensors"))
     components = load_components(folder, device="cpu", dtype=torch.float16)
     assert components.unet.dtype == components.text_encoder.dtype == components.vae.dtype == torch.float16
+
+
+def test_truncated_weights_are_named(tiny_model_dir, tmp_path):
+    copy = tmp_path / "truncated"
+    shutil.copytree(tiny_model_dir, copy)
+    weights = copy / "text_encoder" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(ModelSourceError, match=r"truncated'?: the weights in text_encoder/ cannot be read"):
+        load_components(copy, device="cpu")
+    weights.write_bytes(b"")
+    with pytest.raises(ModelSourceError, match="text_encoder/ cannot be read"):
+        load_components(copy, device="cpu")
+
+
+def test_a_source_of_the_wrong_type_is_named():
+    with pytest.raises(TypeError, match="source must be 'auto', 'bundled', a hub id or a folder path, got int 123"):
+        load_components(123, device="cpu")
+
+
+def test_hub_download_fetches_the_weights_of_the_requested_dtype(monkeypatch):
+    """float32 on CUDA must fetch the float32 files: fetching by the device's default (fp16) left nothing to load."""
+    import huggingface_hub
+
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda hub_id, **kw: asked.append(kw) or "/x")
+    from helpers.models import _cached_hub_snapshot
+
+    _cached_hub_snapshot("some/model", allow_download=True, dtype=torch.float32)
+    _cached_hub_snapshot("some/model", allow_download=True, dtype=torch.float16)
+    assert asked[0]["allow_patterns"][-1] == "*/*[!6].safetensors"
+    assert asked[1]["allow_patterns"][-1] == "*/*.fp16.safetensors"
+    resolve_source("some/model", torch.device("cuda"), torch.float32)
+    assert asked[2]["allow_patterns"][-1] == "*/*[!6].safetensors"

@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from helpers import batch
 from helpers.batch import work_items
 from helpers.models import Components
-from helpers.pnginfo import format_parameters, parse_parameters, read_parameters, save_png
+from helpers.pnginfo import exact_parameters, format_parameters, parse_parameters, read_parameters, save_png
 from helpers.sampling import generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,9 +123,121 @@ def test_killed_run_resumes_to_the_same_files(tiny_model_dir, prompts_file, sing
     proc.kill()
     proc.wait()
     partial = {p.name for p in tmp_path.glob("*.png")}
-    assert 1 <= len(partial) <= 6
+    assert 1 <= len(partial) < 6  # killed with work left to resume
     before = {name: (tmp_path / name).stat().st_mtime_ns for name in partial}
     run(batch_command(tiny_model_dir, prompts_file, tmp_path, 1))
     assert {p.name for p in tmp_path.iterdir()} == set(pngs(single_run))  # no temporary files left behind
     assert pngs(tmp_path) == pngs(single_run)
     assert all((tmp_path / name).stat().st_mtime_ns == t for name, t in before.items())  # not redone
+
+
+AWKWARD = dict(
+    prompt="  a red circle\nNegative prompt: not really a negative",
+    negative_prompt=" green, blue",
+    num_inference_steps=3,
+    guidance_scale=7.123456789,
+    seed=2**63 + 5,
+    height=64,
+    width=48,
+    scheduler="ddim",
+)
+
+
+def test_exact_chunk_round_trips_what_the_a1111_text_cannot(tiny: Components, tmp_path):
+    """Leading spaces, a prompt line that looks like the negative prompt, a long float, a comma in the model name."""
+    first = generate(tiny, **AWKWARD)
+    values = [AWKWARD[k] for k in ("prompt", "negative_prompt", "num_inference_steps", "scheduler")]
+    values += [AWKWARD[k] for k in ("guidance_scale", "seed", "height", "width")] + ["my, model"]
+    path = save_png(first.images[0], tmp_path / "a.png", format_parameters(*values), exact_parameters(*values))
+    parsed = read_parameters(path)
+    assert parsed.pop("model") == "my, model" and parsed.pop("extra") == {}
+    assert parsed == AWKWARD
+    assert np.array_equal(np.asarray(Image.open(path)), np.asarray(generate(tiny, **parsed).images[0]))
+
+
+def test_a1111_text_keeps_floats_and_quoted_model_names():
+    text = format_parameters("a red circle", None, 20, "dpm++", 7.123456789, 1, 64, 64, 'my, "model"')
+    assert "CFG scale: 7.123456789" in text and 'Model: "my, \\"model\\""' in text
+    parsed = parse_parameters(text)
+    assert parsed["guidance_scale"] == 7.123456789 and parsed["model"] == 'my, "model"'
+    assert "CFG scale: 7.5," in format_parameters("x", None, 20, "dpm++", 7.5, 1, 64, 64, "m")
+
+
+@pytest.mark.parametrize(
+    "settings, field",
+    [
+        ("Steps: 20, Sampler: Euler, Size: 64x64", "Seed"),
+        ("Steps: 20, Sampler: Euler, Seed: 1, Size: abc", "Size"),
+        ("Steps: twenty, Sampler: Euler, Seed: 1", "Steps"),
+        ("Steps: 20, Sampler: Euler, Seed: 1, Size: 64x64x3", "Size"),
+        ("Steps: 20, Sampler: Euler, Seed: one", "Seed"),
+        ("Steps: 20, Sampler: Euler, Seed: 1, CFG scale: high", "CFG scale"),
+    ],
+)
+def test_malformed_settings_are_a_value_error_naming_the_field(settings: str, field: str):
+    with pytest.raises(ValueError, match=f"'{field}'"):
+        parse_parameters(f"a red circle\n{settings}")
+
+
+def run_batch(model: Path, prompts: Path, out: Path, *extra: str) -> str:
+    """helpers.batch in this process (one process), returning its last line."""
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    argv = ["--model", str(model), "--prompts", str(prompts), "--out", str(out), "--steps", "2", *extra]
+    with contextlib.redirect_stdout(buffer):
+        batch.main(argv)
+    return buffer.getvalue().strip().splitlines()[-1]
+
+
+def test_resume_checks_content_not_names(tiny_model_dir, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    out = tmp_path / "out"
+    assert run_batch(tiny_model_dir, prompts, out, "--seeds", "0").startswith("2 of 2 images")
+    first = pngs(out)
+    prompts.write_text("a red circle\na green triangle\n")  # the second prompt changed
+    assert run_batch(tiny_model_dir, prompts, out, "--seeds", "0").startswith("2 of 2 images")
+    assert read_parameters(out / "00001-seed0.png")["prompt"] == "a green triangle"
+    assert pngs(out)["00000-seed0.png"] == first["00000-seed0.png"]  # unchanged, so kept
+    run_batch(tiny_model_dir, prompts, out, "--seeds", "0", "--scheduler", "euler")  # another scheduler: all redone
+    assert {read_parameters(out / name)["scheduler"] for name in pngs(out)} == {"euler"}
+    (out / "00000-seed0.png").write_bytes(b"")  # an empty file and a truncated one do not count as done
+    (out / "00001-seed0.png").write_bytes(first["00001-seed0.png"][:100])
+    assert run_batch(tiny_model_dir, prompts, out, "--seeds", "0").startswith("2 of 2 images")
+    assert all(read_parameters(out / name)["scheduler"] == "dpm++" for name in pngs(out))
+
+
+def test_prompts_file_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeff# a comment\na red circle\n".encode())
+    assert batch.read_prompts(path) == ["a red circle"]
+    path.write_bytes(b"a red circle\n\xff\xfe broken\n")
+    with pytest.raises(ValueError, match="bom.txt.*not valid UTF-8"):
+        batch.read_prompts(path)
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--seeds", "0", "0"], ["--seeds", "0 appear(s) more than once"]),
+        (["--seeds", "-1"], ["--seeds", "seed must be a non-negative int"]),
+        (["--seeds", str(2**64)], ["--seeds", "2**64 - 1"]),
+    ],
+)
+def test_bad_seeds_are_refused_before_the_model_loads(tmp_path, extra: list[str], words: list[str]):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\n")
+    with pytest.raises(ValueError) as caught:  # the model folder does not exist: reaching it would say so instead
+        run_batch(tmp_path / "no-such-model", prompts, tmp_path / "out", *extra)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_output_folder_is_checked_before_the_model_loads(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\n")
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ValueError, match="--out .* is not a folder"):
+        run_batch(tmp_path / "no-such-model", prompts, tmp_path / "file")

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NOTEBOOK := StableDiffusion_Implementation.ipynb
 
-.PHONY: run test notebook train evaluate clean
+.PHONY: run test test-sd15 notebook train evaluate clean
 
 $(VENV)/.runtime: requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed (diffusers 0.42, transformers 5)"'
@@ -26,6 +26,14 @@ run: $(VENV)/.runtime
 test: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+## test-sd15: the whole notebook on SD v1.5's architecture with random weights, in the hub's layout (64x64, 4 steps;
+## slow, about 6.5 GB on disk, outside `make test`): every SD v1.5 branch of the notebook runs
+SD15_RANDOM := outputs/sd15-random
+test-sd15: $(VENV)/.runtime
+	test -f $(SD15_RANDOM)/model_index.json || PYTHONPATH=. $(PY) tools/make_sd15_random.py $(SD15_RANDOM)
+	$(PY) -m papermill --cwd . $(NOTEBOOK) outputs/sd15-random.ipynb -p model $(SD15_RANDOM) \
+		-p height 64 -p width 64 -p num_inference_steps 4 -p output_dir outputs/sd15
 
 ## notebook: re-execute the committed notebook in place, so its outputs come from a clean run
 notebook: $(VENV)/.dev

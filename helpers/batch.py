@@ -94,6 +94,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process (CPU)")
+    parser.add_argument(
+        "--no-prompt-weighting",
+        dest="prompt_weighting",
+        action="store_false",
+        help="read prompts as diffusers does (cut at 77 tokens, brackets as text), not as AUTOMATIC1111 does",
+    )
     return parser.parse_args(argv)
 
 
@@ -116,8 +122,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def settings_of(seed: int, prompt: str) -> str:
         return exact_parameters(
-            prompt, args.negative_prompt, args.steps, args.scheduler, args.guidance, seed, height, width, name
-        )
+            prompt, args.negative_prompt, args.steps, args.scheduler, args.guidance, seed, height, width, name,
+            args.prompt_weighting,
+        )  # fmt: skip
 
     if state.is_main_process:  # temporary files left by a killed run
         for stale in args.out.glob(".*.png.*.tmp"):
@@ -137,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
                 guidance_scale=args.guidance,
                 seed=seed,
                 scheduler=args.scheduler,
+                prompt_weighting=args.prompt_weighting,
             )
             text = format_parameters(
                 prompt, args.negative_prompt, args.steps, args.scheduler, args.guidance, seed, height, width, name

@@ -77,10 +77,12 @@ def exact_parameters(
     height: int,
     width: int,
     model: str,
+    prompt_weighting: bool = True,
 ) -> str:
     """The exact settings as JSON (the `sd-step-by-step` chunk): every value reads back unchanged."""
     values = (prompt, negative_prompt, int(num_inference_steps), scheduler, float(guidance_scale), int(seed))
-    return json.dumps(dict(zip(KEYWORDS, values + (int(height), int(width)))) | {"model": model}, sort_keys=True)
+    exact = dict(zip(KEYWORDS, values + (int(height), int(width))))
+    return json.dumps(exact | {"model": model, "prompt_weighting": bool(prompt_weighting)}, sort_keys=True)
 
 
 def _field(settings: dict, key: str, convert, default=None):
@@ -129,6 +131,7 @@ def parse_parameters(text: str) -> dict:
         "height": height,
         "width": width,
         "model": settings.pop("Model", None),
+        "prompt_weighting": True,  # AUTOMATIC1111 reads emphasis and long prompts: so do we, for its PNGs
     }
     out["extra"] = settings
     return out
@@ -163,7 +166,12 @@ def read_parameters(path: str | os.PathLike) -> dict:
         chunks = dict(image.text)  # type: ignore[attr-defined]
     if EXACT_CHUNK in chunks:
         exact = json.loads(chunks[EXACT_CHUNK])
-        return {key: exact[key] for key in KEYWORDS} | {"model": exact.get("model"), "extra": {}}
+        weighting = exact.get("prompt_weighting", True)
+        return {key: exact[key] for key in KEYWORDS} | {
+            "model": exact.get("model"),
+            "prompt_weighting": weighting,
+            "extra": {},
+        }
     if "parameters" not in chunks:
         raise ValueError(f"{str(path)!r} has no 'parameters' text chunk")
     return parse_parameters(chunks["parameters"])

@@ -22,6 +22,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
 from helpers.models import Components, check_scheduler_name, make_scheduler
+from helpers.prompts import encode_weighted, is_plain
 from helpers.seeding import check_seed, cpu_noise, make_generator
 
 
@@ -68,6 +69,7 @@ and both name the parameter. Python and numpy scalars of the right kind are acce
     seed                   int, 0 .. 2**64 - 1 (what torch.Generator.manual_seed accepts)
     scheduler              str, a registered name
     callback               None or a callable
+    prompt_weighting       bool
 """
 
 
@@ -104,6 +106,7 @@ def check_inputs(
     vae_scale_factor: int,
     num_train_timesteps: int = 1000,
     callback: object = None,
+    prompt_weighting: object = True,
 ) -> tuple[list[str], list[str] | None]:
     """Validate everything before any model work (the rules: INPUT_RULES); returns prompts and negatives as lists."""
     if isinstance(prompt, str):
@@ -145,6 +148,8 @@ def check_inputs(
     check_scheduler_name(scheduler)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be None or a callable taking a Step, got {type(callback).__name__}")
+    if not isinstance(prompt_weighting, bool):
+        raise TypeError(f"prompt_weighting must be True or False, got {type(prompt_weighting).__name__}")
     return prompts, negatives
 
 
@@ -182,14 +187,32 @@ def encode_text(components: Components, prompts: list[str]) -> torch.Tensor:
 
 
 def prompt_embeddings(
-    components: Components, prompts: list[str], negatives: list[str] | None, num_images_per_prompt: int, guided: bool
+    components: Components,
+    prompts: list[str],
+    negatives: list[str] | None,
+    num_images_per_prompt: int,
+    guided: bool,
+    prompt_weighting: bool = True,
 ) -> torch.Tensor:
-    """Text embeddings for the U-Net: [unconditional or negative; conditional] when guided."""
-    embeds = encode_text(components, prompts).repeat_interleave(num_images_per_prompt, dim=0)
+    """Text embeddings for the U-Net: [unconditional or negative; conditional] when guided.
+
+    With `prompt_weighting`, prompts follow AUTOMATIC1111 (`helpers.prompts`: emphasis, BREAK, any length, in
+    chunks of 77); a plain prompt that fits in 77 tokens still takes diffusers' path, so it gives diffusers' pixels.
+    Without it, the prompt is read as diffusers reads it: cut at 77 tokens, brackets as plain text.
+    """
+    negatives = negatives or [""] * len(prompts)
+    tokenizer = components.tokenizer
+    texts = prompts + negatives if guided else prompts
+    if prompt_weighting and not all(is_plain(tokenizer, text) for text in texts):
+        groups = encode_weighted(tokenizer, components.text_encoder, [prompts, negatives] if guided else [prompts])
+        embeds, uncond = groups[0], groups[-1]
+    else:
+        embeds = encode_text(components, prompts)
+        uncond = encode_text(components, negatives) if guided else embeds
+    embeds = embeds.repeat_interleave(num_images_per_prompt, dim=0)
     if not guided:
         return embeds
-    uncond = encode_text(components, negatives or [""] * len(prompts)).repeat_interleave(num_images_per_prompt, dim=0)
-    return torch.cat([uncond, embeds])
+    return torch.cat([uncond.repeat_interleave(num_images_per_prompt, dim=0), embeds])
 
 
 def initial_latents(
@@ -324,8 +347,12 @@ def generate(
     scheduler: str = "pndm",
     callback: StepCallback | None = None,
     progress: bool = False,
+    prompt_weighting: bool = True,
 ) -> Generation:
     """Text to image with the hand-written loop. `callback(step)` runs after each scheduler step.
+
+    `prompt_weighting` (default on) reads prompts as AUTOMATIC1111 does: `(word:1.3)`, `((word))`, `[word]`,
+    `BREAK`, and any length (chunks of 75 tokens); off, they are cut at 77 tokens as in diffusers.
 
     Runs under torch.inference_mode (no_grad without autograd's version counting, so each small op costs less;
     diffusers' pipeline uses no_grad). The returned latents are inference tensors: read them, copy before
@@ -338,12 +365,14 @@ def generate(
     # 1. Check inputs, before any model work
     prompts, negatives = check_inputs(
         prompt, negative_prompt, height, width, num_inference_steps, guidance_scale, num_images_per_prompt,
-        scheduler, f, components.scheduler_config["num_train_timesteps"], callback,
+        scheduler, f, components.scheduler_config["num_train_timesteps"], callback, prompt_weighting,
     )  # fmt: skip
     seed, generator = resolve_generator(seed, generator)
     started = time.perf_counter()
     # 2. Encode the prompt; guidance <= 1 skips the unconditional pass, as diffusers does
-    embeds = prompt_embeddings(components, prompts, negatives, num_images_per_prompt, guidance_scale > 1)
+    embeds = prompt_embeddings(
+        components, prompts, negatives, num_images_per_prompt, guidance_scale > 1, prompt_weighting
+    )
     # 3. Timesteps from a fresh scheduler configured from the model's own config
     sched = make_scheduler(scheduler, components.scheduler_config)
     sched.set_timesteps(num_inference_steps, device=components.device)
@@ -385,6 +414,7 @@ def img2img(
     generator: torch.Generator | None = None,
     scheduler: str = "pndm",
     callback: StepCallback | None = None,
+    prompt_weighting: bool = True,
 ) -> Generation:
     """Image to image by hand: encode the picture, noise it to `strength`, run the remaining steps.
 
@@ -394,13 +424,13 @@ def img2img(
     width, height = image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
     prompts, negatives = check_inputs(
         prompt, negative_prompt, height, width, num_inference_steps, guidance_scale, 1, scheduler,
-        components.vae_scale_factor, components.scheduler_config["num_train_timesteps"], callback,
+        components.vae_scale_factor, components.scheduler_config["num_train_timesteps"], callback, prompt_weighting,
     )  # fmt: skip
     if check_number("strength", strength, 0.0) > 1:
         raise ValueError(f"strength must be a number between 0 and 1, got {strength!r}")
     seed, generator = resolve_generator(seed, generator)
     started = time.perf_counter()
-    embeds = prompt_embeddings(components, prompts, negatives, 1, guidance_scale > 1)
+    embeds = prompt_embeddings(components, prompts, negatives, 1, guidance_scale > 1, prompt_weighting)
     sched = make_scheduler(scheduler, components.scheduler_config)
     sched.set_timesteps(num_inference_steps, device=components.device)
     # Skip the first (1 - strength) of the steps: start part-way down the noise schedule

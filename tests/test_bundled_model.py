@@ -170,3 +170,12 @@ def test_learning_rate_warms_up_then_decays_to_its_floor():
     assert rates[0] == pytest.approx(1e-5) and rates[99] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(rates[99:], rates[100:]))
     assert rates[-1] == pytest.approx(0.02e-3, rel=1e-3)
+
+
+def test_scheduler_file_is_sd15s_own(tiny_model_dir):
+    """The bundled model and every model toy.train saves carry SD v1.5's scheduler file itself, not PNDM's defaults
+    written out (those would set timestep_spacing for every scheduler built from it)."""
+    from helpers.models import SD15_SCHEDULER
+
+    for folder in (BUNDLED_MODEL, tiny_model_dir):
+        assert json.loads((folder / "scheduler" / "scheduler_config.json").read_text()) == SD15_SCHEDULER

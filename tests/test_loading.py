@@ -115,3 +115,27 @@ def test_hub_download_fetches_the_weights_of_the_requested_dtype(monkeypatch):
     assert asked[1]["allow_patterns"][-1] == "*/*.fp16.safetensors"
     resolve_source("some/model", torch.device("cuda"), torch.float32)
     assert asked[2]["allow_patterns"][-1] == "*/*[!6].safetensors"
+
+
+def test_scheduler_config_is_read_as_diffusers_pipelines_read_it(tiny_model_dir, tmp_path):
+    """SD v1.5's scheduler file leaves out timestep_spacing: every scheduler must get what a pipeline's config gives
+    (diffusers does not pass PNDM's default "leading" on to other classes, so Euler keeps its own, "linspace")."""
+    import json
+
+    from diffusers import StableDiffusionPipeline
+
+    from helpers.models import SCHEDULERS, SD15_CONFIGS, make_scheduler
+
+    copy = tmp_path / "hub-like"
+    shutil.copytree(tiny_model_dir, copy)
+    raw = json.loads((SD15_CONFIGS / "scheduler_config.json").read_text())
+    assert "timestep_spacing" not in raw
+    (copy / "scheduler" / "scheduler_config.json").write_text(json.dumps(raw))
+    ours = load_components(copy, device="cpu")
+    pipe = StableDiffusionPipeline.from_pretrained(copy, safety_checker=None, requires_safety_checker=False)
+    for name, (cls, _) in SCHEDULERS.items():
+        mine, theirs = make_scheduler(name, ours.scheduler_config), cls.from_config(pipe.scheduler.config)
+        mine.set_timesteps(20)
+        theirs.set_timesteps(20)
+        assert torch.equal(mine.timesteps, theirs.timesteps), name
+    assert make_scheduler("euler", ours.scheduler_config).config.timestep_spacing == "linspace"

@@ -308,6 +308,10 @@ def save_model(
     # Stored as float16 for size; transformers reads "dtype" as the dtype to load in.
     text_config = out / "text_encoder" / "config.json"
     text_config.write_text(text_config.read_text().replace('"dtype": "float16"', '"dtype": "float32"'))
+    # SD v1.5's scheduler file itself: saving the scheduler writes every default of PNDM's (timestep_spacing
+    # "leading" among them), which other schedulers built from the file would then take over, where SD v1.5's
+    # file leaves them to each scheduler's own default.
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER, indent=2) + "\n")
     for name in ("unet", "vae"):  # a resumed model's configs remember the folder they came from: not shipped
         config_path = out / name / "config.json"
         config = json.loads(config_path.read_text())

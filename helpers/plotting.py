@@ -63,7 +63,8 @@ def plot_spread(
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for name, values in runs.items():
         values = np.atleast_2d(np.asarray(values, dtype=float))
-        (line,) = ax.plot(x, values.mean(0), marker="o", label=f"{name} (mean of {len(values)})")
+        label = f"{name} (mean of {len(values)})" if len(values) > 1 else name
+        (line,) = ax.plot(x, values.mean(0), marker="o", label=label)
         ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

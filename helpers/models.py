@@ -148,13 +148,26 @@ def _cached_hub_snapshot(hub_id: str, allow_download: bool, dtype: torch.dtype) 
     fetched (the same rule as `load_folder`'s choice of variant).
     """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     weights = "*/*.fp16.safetensors" if dtype == torch.float16 else "*/*[!6].safetensors"
     patterns = ["model_index.json", "*/*.json", "*/*.txt", weights]
     try:
         return Path(snapshot_download(hub_id, allow_patterns=patterns, local_files_only=not allow_download))
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:  # offline, not cached, unknown id
+    except GatedRepoError:  # a RepositoryNotFoundError too, but the cure is a login, not a download
+        raise ModelSourceError(
+            f"model {hub_id!r} is gated on the hub: accept its licence on its page and log in "
+            "(`hf auth login`), or point SD_MODEL at a local copy, or use the bundled model: SD_MODEL=bundled."
+        ) from None
+    # Offline or not cached, no such repository or revision, a malformed id: all end in the same advice. Anything
+    # else (a disk error, a server error) is not "not cached" and is raised as it is.
+    except (LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError, HFValidationError) as err:
         raise ModelSourceError(
             f"model {hub_id!r} is neither a local folder nor in the local Hugging Face cache, "
             "and could not be downloaded "

@@ -139,3 +139,27 @@ def test_scheduler_config_is_read_as_diffusers_pipelines_read_it(tiny_model_dir,
         theirs.set_timesteps(20)
         assert torch.equal(mine.timesteps, theirs.timesteps), name
     assert make_scheduler("euler", ours.scheduler_config).config.timestep_spacing == "linspace"
+
+
+def test_gated_and_other_hub_errors_are_told_apart(monkeypatch):
+    """A gated repository needs a login, not a download; a disk error is not "not cached" and is raised as is."""
+    from unittest.mock import MagicMock
+
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError
+
+    from helpers.models import _cached_hub_snapshot
+
+    def gated(*args, **kwargs):
+        raise GatedRepoError("401 gated", response=MagicMock())
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", gated)
+    with pytest.raises(ModelSourceError, match="gated on the hub: accept its licence"):
+        _cached_hub_snapshot("some/model", allow_download=True, dtype=torch.float16)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        _cached_hub_snapshot("some/model", allow_download=True, dtype=torch.float16)

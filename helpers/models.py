@@ -44,16 +44,24 @@ COMPONENTS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
 WEIGHTED = ("text_encoder", "unet", "vae")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 
-# name -> (diffusers class, display name as AUTOMATIC1111 calls the sampler)
-SCHEDULERS: dict[str, tuple[type[SchedulerMixin], str]] = {
-    "pndm": (PNDMScheduler, "PLMS"),
-    "lms": (LMSDiscreteScheduler, "LMS"),
-    "heun": (HeunDiscreteScheduler, "Heun"),
-    "dpm++": (DPMSolverMultistepScheduler, "DPM++ 2M"),
-    "euler": (EulerDiscreteScheduler, "Euler"),
-    "euler_a": (EulerAncestralDiscreteScheduler, "Euler a"),
-    "ddim": (DDIMScheduler, "DDIM"),
-    "unipc": (UniPCMultistepScheduler, "UniPC"),
+@dataclass(frozen=True)
+class SchedulerEntry:
+    """Everything the project knows about one scheduler: adding a scheduler is adding one entry below."""
+
+    cls: type[SchedulerMixin]  # the diffusers class, built from the model's own scheduler config
+    a1111_name: str  # how AUTOMATIC1111 names the sampler in PNG parameters
+    usual_steps: int  # the step count it is usually run at (toy.evaluate measures each at it)
+
+
+SCHEDULERS: dict[str, SchedulerEntry] = {
+    "pndm": SchedulerEntry(PNDMScheduler, "PLMS", 50),
+    "lms": SchedulerEntry(LMSDiscreteScheduler, "LMS", 50),
+    "heun": SchedulerEntry(HeunDiscreteScheduler, "Heun", 25),
+    "dpm++": SchedulerEntry(DPMSolverMultistepScheduler, "DPM++ 2M", 20),
+    "euler": SchedulerEntry(EulerDiscreteScheduler, "Euler", 30),
+    "euler_a": SchedulerEntry(EulerAncestralDiscreteScheduler, "Euler a", 30),
+    "ddim": SchedulerEntry(DDIMScheduler, "DDIM", 50),
+    "unipc": SchedulerEntry(UniPCMultistepScheduler, "UniPC", 20),
 }
 
 
@@ -97,8 +105,7 @@ def check_scheduler_name(name: object) -> str:
 
 def make_scheduler(name: str, scheduler_config: dict) -> SchedulerMixin:
     """A fresh scheduler of the registered kind, configured from the model's own scheduler config."""
-    cls, _ = SCHEDULERS[check_scheduler_name(name)]
-    return cls.from_config(scheduler_config)
+    return SCHEDULERS[check_scheduler_name(name)].cls.from_config(scheduler_config)
 
 
 def pick_device() -> torch.device:

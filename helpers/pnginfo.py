@@ -25,7 +25,6 @@ from PIL.PngImagePlugin import PngInfo
 
 from helpers.models import SCHEDULERS
 
-SAMPLER_TO_NAME = {display: name for name, (_, display) in SCHEDULERS.items()}
 # "Key: value" pairs of the last line; a value may be a quoted string holding commas (AUTOMATIC1111's regex)
 PARAM_RE = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 EXACT_CHUNK = "sd-step-by-step"  # the exact settings, as JSON
@@ -59,7 +58,7 @@ def format_parameters(
     lines = [prompt]
     if negative_prompt:
         lines.append(f"Negative prompt: {negative_prompt}")
-    sampler = SCHEDULERS[scheduler][1]
+    sampler = SCHEDULERS[scheduler].a1111_name
     lines.append(
         f"Steps: {num_inference_steps}, Sampler: {sampler}, CFG scale: {_number_text(guidance_scale)}, Seed: {seed}, "
         f"Size: {width}x{height}, Model: {_quoted(model)}"
@@ -118,14 +117,15 @@ def parse_parameters(text: str) -> dict:
             in_negative, line = True, line[len("Negative prompt:") :].strip()
         (negative if in_negative else prompt).append(line)
     sampler = settings.pop("Sampler", "PLMS")
-    if sampler not in SAMPLER_TO_NAME:
-        raise ValueError(f"Sampler must be one of {sorted(SAMPLER_TO_NAME)}, got {sampler!r}")
+    by_sampler = {entry.a1111_name: name for name, entry in SCHEDULERS.items()}
+    if sampler not in by_sampler:
+        raise ValueError(f"Sampler must be one of {sorted(by_sampler)}, got {sampler!r}")
     width, height = _field(settings, "Size", _size, (512, 512))
     out = {
         "prompt": "\n".join(prompt),
         "negative_prompt": "\n".join(negative) or None,
         "num_inference_steps": _field(settings, "Steps", int),
-        "scheduler": SAMPLER_TO_NAME[sampler],
+        "scheduler": by_sampler[sampler],
         "guidance_scale": _field(settings, "CFG scale", float, 7.5),
         "seed": _field(settings, "Seed", int),
         "height": height,

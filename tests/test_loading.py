@@ -133,8 +133,8 @@ def test_scheduler_config_is_read_as_diffusers_pipelines_read_it(tiny_model_dir,
     (copy / "scheduler" / "scheduler_config.json").write_text(json.dumps(raw))
     ours = load_components(copy, device="cpu")
     pipe = StableDiffusionPipeline.from_pretrained(copy, safety_checker=None, requires_safety_checker=False)
-    for name, (cls, _) in SCHEDULERS.items():
-        mine, theirs = make_scheduler(name, ours.scheduler_config), cls.from_config(pipe.scheduler.config)
+    for name, entry in SCHEDULERS.items():
+        mine, theirs = make_scheduler(name, ours.scheduler_config), entry.cls.from_config(pipe.scheduler.config)
         mine.set_timesteps(20)
         theirs.set_timesteps(20)
         assert torch.equal(mine.timesteps, theirs.timesteps), name
@@ -163,3 +163,19 @@ def test_gated_and_other_hub_errors_are_told_apart(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", disk_full)
     with pytest.raises(OSError, match="No space left"):
         _cached_hub_snapshot("some/model", allow_download=True, dtype=torch.float16)
+
+
+def test_a_scheduler_is_added_in_one_place(monkeypatch):
+    """One SCHEDULERS entry makes a scheduler usable everywhere: generate's check, the PNG text and its reader."""
+    from diffusers import KDPM2DiscreteScheduler
+
+    from helpers import models, pnginfo
+    from helpers.models import SchedulerEntry
+    from helpers.sampling import check_inputs
+
+    monkeypatch.setitem(models.SCHEDULERS, "dpm2", SchedulerEntry(KDPM2DiscreteScheduler, "DPM2", 25))
+    check_inputs("a red circle", None, 64, 64, 20, 7.5, 1, "dpm2", 8)
+    text = pnginfo.format_parameters("a red circle", None, 20, "dpm2", 7.5, 1, 64, 64, "m")
+    assert "Sampler: DPM2," in text and pnginfo.parse_parameters(text)["scheduler"] == "dpm2"
+    sched = models.make_scheduler("dpm2", models.SD15_SCHEDULER)
+    assert isinstance(sched, KDPM2DiscreteScheduler)

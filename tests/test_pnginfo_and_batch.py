@@ -241,3 +241,17 @@ def test_output_folder_is_checked_before_the_model_loads(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(ValueError, match="--out .* is not a folder"):
         run_batch(tmp_path / "no-such-model", prompts, tmp_path / "file")
+
+
+def test_a_png_written_by_automatic1111_with_emphasis_regenerates(tiny: Components, tmp_path):
+    """A1111's own PNG text keeps the emphasis syntax; read back, it is drawn with the weights applied."""
+    text = "a (red:1.3) circle, [[blue]] background\nSteps: 3, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 64x64"
+    info = PngInfo()
+    info.add_text("parameters", text)
+    Image.new("RGB", (8, 8)).save(tmp_path / "a1111.png", pnginfo=info)
+    parsed = read_parameters(tmp_path / "a1111.png")
+    parsed.pop("model"), parsed.pop("extra")
+    assert parsed["prompt"] == "a (red:1.3) circle, [[blue]] background" and parsed["prompt_weighting"] is True
+    weighted = generate(tiny, **parsed).pixels
+    literal = generate(tiny, **(parsed | {"prompt_weighting": False})).pixels
+    assert np.isfinite(weighted).all() and np.abs(weighted - literal).max() > 0

@@ -27,7 +27,6 @@ from toy import world
 from toy.train import to_tensor
 
 HERE = Path(__file__).resolve().parent
-USUAL_STEPS = {"pndm": 50, "lms": 50, "heun": 25, "dpm++": 20, "euler": 30, "euler_a": 30, "ddim": 50, "unipc": 20}
 
 
 def single_prompts(split: str, rng: np.random.Generator, repeats: int) -> list[str]:
@@ -170,11 +169,12 @@ def main() -> None:
 
     lines += ["", "## Every scheduler at its usual step count, guidance 7.5, training split", ""]
     rows = []
-    for name in SCHEDULERS:
+    for name, entry in SCHEDULERS.items():
+        steps = entry.usual_steps
         acc, _, sec = accuracy(
-            components, train, seed=3, num_inference_steps=USUAL_STEPS[name], guidance_scale=7.5, scheduler=name
+            components, train, seed=3, num_inference_steps=steps, guidance_scale=7.5, scheduler=name
         )
-        rows.append((f"{name}, {USUAL_STEPS[name]} steps", acc, sec))
+        rows.append((f"{name}, {steps} steps", acc, sec))
         print(rows[-1])
     lines += table(rows, keys)
     args.out.write_text("\n".join(lines) + "\n")

@@ -9,6 +9,11 @@ alike; see timing.py); with --json, writes the figures to a file.
 
     python benchmarks/bench_loop.py                                   # bundled model, 20 steps, every scheduler
     python benchmarks/bench_loop.py --sd15 --steps 2 --rounds 6 --schedulers pndm   # SD v1.5 architecture, 512x512
+    python benchmarks/bench_loop.py --compile default --channels-last --pytorch-convolutions   # both optimised alike
+
+With --compile / --channels-last / --pytorch-convolutions the optimisation is applied to the shared components
+(`helpers.speed.apply_fast_path`) before diffusers' pipeline is built from them, so the library runs the very same
+compiled U-Net and VAE as the hand-written loop: a like-for-like comparison under that optimisation.
 """
 
 from __future__ import annotations
@@ -56,6 +61,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--schedulers", nargs="+", default=list(SCHEDULERS), choices=list(SCHEDULERS))
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--compile", default=None, help="torch.compile mode for the shared U-Net and VAE decoder")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last memory layout, shared")
+    parser.add_argument(
+        "--pytorch-convolutions", action="store_true", help="PyTorch's convolutions instead of oneDNN's (CPU)"
+    )
     args = parser.parse_args()
     if args.rounds < MIN_ROUNDS:
         parser.error(
@@ -63,6 +73,11 @@ def main() -> None:
         )
     torch.set_num_threads(args.threads)
     components = sd15_components() if args.sd15 else load_components("bundled", device="cpu", dtype=torch.float32)
+    optimised = dict(channels_last=args.channels_last, fuse_qkv=False, compile_mode=args.compile)
+    if args.compile or args.channels_last or args.pytorch_convolutions:
+        from helpers.speed import apply_fast_path
+
+        apply_fast_path(components, **optimised, onednn=not args.pytorch_convolutions)
     size = 512 if args.sd15 else 64
     prompt = "a photograph of an astronaut riding a horse" if args.sd15 else "a large red circle on the left"
     kwargs = dict(prompt=prompt, height=size, width=size, num_inference_steps=args.steps, guidance_scale=7.5)
@@ -70,6 +85,8 @@ def main() -> None:
     header = f"{'scheduler':10s} {'ours (s)':>9s} {'diffusers (s)':>13s} {'ratio of medians':>16s}"
     print(header + f" {'paired ratio [95% interval]':>28s}")
     results = {"model": components.reason, "size": size, "steps": args.steps, "rounds": args.rounds, "schedulers": {}}
+    results["optimisation"] = optimised | {"pytorch_convolutions": args.pytorch_convolutions}
+    print(f"applied to both: {results['optimisation']}")
     for name in args.schedulers:
         pipe = diffusers_pipeline(components, name)
 

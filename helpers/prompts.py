@@ -37,6 +37,7 @@ ROUND, SQUARE = 1.1, 1 / 1.1
 MAX_WEIGHT = 10.0
 CHUNK = 75  # tokens per chunk, between the start and end tokens
 COMMA_BACKTRACK = 20  # a full chunk is cut at a comma among its last 20 tokens, if there is one
+MEAN_FLOOR = 1e-4  # a chunk's mean below this share of its mean magnitude counts as zero (nothing to restore)
 ATTENTION = re.compile(
     r"""
     \\\(|\\\)|\\\[|\\\]|\\\\|\\|   # escaped brackets and backslashes
@@ -207,7 +208,12 @@ def encode_chunks(text_encoder, chunks: Chunks) -> torch.Tensor:
     if not bool((chunks.weights == 1.0).all()):
         original_mean = z.mean(dim=(1, 2), keepdim=True)
         z = z * chunks.weights.to(device, z.dtype).unsqueeze(-1)
-        z = z * (original_mean / z.mean(dim=(1, 2), keepdim=True))
+        new_mean = z.mean(dim=(1, 2), keepdim=True)
+        # A mean that is numerically zero (an embedding centred on 0, e.g. from a text encoder with random
+        # weights) has no level to restore: dividing by it would give inf. Such a chunk keeps the weights alone.
+        level = MEAN_FLOOR * z.abs().mean(dim=(1, 2), keepdim=True)
+        restorable = (original_mean.abs() > level) & (new_mean.abs() > level)
+        z = torch.where(restorable, z * (original_mean / torch.where(restorable, new_mean, 1.0)), z)
     return z.reshape(1, -1, z.shape[-1]).to(text_encoder.dtype)
 
 

@@ -92,15 +92,22 @@ def test_break_starts_a_chunk_and_weights_follow_their_tokens(tokenizer):
     assert chunks.weights[0].tolist().count(1.0) == 76 and chunks.weights[1].tolist().count(1.0) == 76
 
 
-def test_weighted_embedding_by_hand(tiny: Components):
-    """Scale each token's output vector by its weight, then restore the chunk's mean: AUTOMATIC1111's rule."""
-    chunks = prompts.chunk(tiny.tokenizer, "a (red:1.5) [circle] " + "on the left, " * 30)
-    z = tiny.text_encoder(chunks.ids).last_hidden_state
+def test_weighted_embedding_by_hand():
+    """Scale each token's output vector by its weight, then restore the chunk's mean: AUTOMATIC1111's rule (the
+    bundled model's trained text encoder, whose embeddings have a mean to restore)."""
+    from helpers.models import load_components
+
+    bundled = load_components("bundled", device="cpu", dtype=torch.float32)
+    chunks = prompts.chunk(bundled.tokenizer, "a (red:1.5) [circle] " + "on the left, " * 30)
+    with torch.no_grad():
+        z = bundled.text_encoder(chunks.ids).last_hidden_state
     weighted = z * chunks.weights.unsqueeze(-1)
-    weighted = weighted * (z.mean(dim=(1, 2), keepdim=True) / weighted.mean(dim=(1, 2), keepdim=True))
-    expected = weighted.reshape(1, -1, z.shape[-1])
-    got = prompts.encode_chunks(tiny.text_encoder, chunks)
-    assert got.shape == (1, 77 * len(chunks.ids), tiny.text_encoder.config.hidden_size)
+    original, new = z.mean(dim=(1, 2), keepdim=True), weighted.mean(dim=(1, 2), keepdim=True)
+    level = prompts.MEAN_FLOOR * weighted.abs().mean(dim=(1, 2), keepdim=True)
+    assert ((original.abs() > level) & (new.abs() > level)).all()  # a mean to restore, in every chunk
+    expected = (weighted * (original / new)).reshape(1, -1, z.shape[-1])
+    got = prompts.encode_chunks(bundled.text_encoder, chunks)
+    assert got.shape == (1, 77 * len(chunks.ids), bundled.text_encoder.config.hidden_size)
     assert torch.equal(got, expected)
 
 
@@ -152,3 +159,21 @@ def test_emphasis_changes_the_picture_and_a_bad_weight_stops_before_model_work(t
     assert calls == []
     with pytest.raises(TypeError, match="prompt_weighting must be True or False"):
         generate(tiny, "a red circle", prompt_weighting="yes", **kwargs)
+
+
+def test_a_centred_embedding_keeps_its_weights_instead_of_dividing_by_zero(tokenizer):
+    """AUTOMATIC1111's mean restore divides by the weighted mean; an embedding centred on 0 (a text encoder with
+    random weights, like SD v1.5's architecture in `make test-sd15`) made that inf. Such a chunk keeps the weights."""
+
+    class Centred(torch.nn.Module):
+        device, dtype = torch.device("cpu"), torch.float32
+
+        def forward(self, ids):
+            z = torch.randn(ids.shape[0], ids.shape[1], 8, generator=torch.Generator().manual_seed(0))
+            return type("Out", (), {"last_hidden_state": z - z.mean()})()
+
+    chunks = prompts.chunk(tokenizer, "a (purple:1.2) circle")
+    got = prompts.encode_chunks(Centred(), chunks)
+    z = Centred()(chunks.ids).last_hidden_state
+    assert torch.isfinite(got).all()
+    assert torch.equal(got, (z * chunks.weights.unsqueeze(-1)).reshape(1, -1, 8))

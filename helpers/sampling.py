@@ -324,11 +324,16 @@ def predicted_x0(step: Step) -> torch.Tensor:
     """The clean latents the noise prediction implies, at the step's timestep (epsilon prediction).
 
     DDPM-style schedulers keep x_t = sqrt(a) x0 + sqrt(1 - a) eps; sigma-style ones (Euler, K-LMS, Heun;
-    init_noise_sigma > 1) keep x = x0 + sigma eps with sigma = sqrt((1 - a) / a), a = alphas_cumprod[t].
+    init_noise_sigma > 1) keep x = x0 + sigma eps with sigma = sqrt((1 - a) / a), a = alphas_cumprod[t]. Their
+    timesteps can fall between the training ones (SD v1.5's "linspace" grid: 946.42...), so sigma is interpolated
+    between its neighbours, as those schedulers do.
     """
-    a = step.scheduler.alphas_cumprod[int(step.timestep)].to(step.sample.device, step.sample.dtype)
+    alphas_cumprod = step.scheduler.alphas_cumprod
     if step.scheduler.init_noise_sigma > 1:
-        return step.sample - ((1 - a) / a) ** 0.5 * step.noise_pred
+        train_sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+        sigma = float(np.interp(float(step.timestep), np.arange(len(train_sigmas)), train_sigmas.numpy()))
+        return step.sample - sigma * step.noise_pred
+    a = alphas_cumprod[int(step.timestep)].to(step.sample.device, step.sample.dtype)
     return (step.sample - (1 - a) ** 0.5 * step.noise_pred) / a**0.5
 
 

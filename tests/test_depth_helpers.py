@@ -50,21 +50,18 @@ def test_img2img_refuses_bad_strength(tiny: Components):
 
 
 def test_predicted_x0_recovers_the_clean_latent_from_exact_noise():
-    """Noise a known x0 by each scheduler's own rule; with the true noise as prediction, x0 comes back."""
+    """Noise a known x0 with each scheduler's own `add_noise` (its own sigma at its own, possibly fractional,
+    timestep); with the true noise as the prediction, x0 comes back."""
     x0, eps = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
     from helpers.models import SD15_SCHEDULER
 
-    for name in ("ddim", "euler", "lms", "dpm++"):
+    for name in ("ddim", "euler", "lms", "heun", "dpm++", "unipc"):
         sched = make_scheduler(name, SD15_SCHEDULER)
-        sched.set_timesteps(10)
+        sched.set_timesteps(20)  # Euler's, K-LMS's and Heun's 20 timesteps fall between the training ones
         t = sched.timesteps[3]
-        a = sched.alphas_cumprod[int(t)]
-        if sched.init_noise_sigma > 1:
-            sample = x0 + ((1 - a) / a) ** 0.5 * eps
-        else:
-            sample = a**0.5 * x0 + (1 - a) ** 0.5 * eps
+        sample = sched.add_noise(x0, eps, t.reshape(1))
         step = Step(3, t, sample, eps, sample, sched)
-        assert torch.allclose(predicted_x0(step), x0, atol=1e-4), name
+        assert torch.allclose(predicted_x0(step), x0, atol=1e-4), (name, float(t))
 
 
 def test_capturing_processor_finds_the_attended_token():

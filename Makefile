@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NOTEBOOK := StableDiffusion_Implementation.ipynb
 
-.PHONY: run test test-sd15 notebook train evaluate clean
+.PHONY: run test test-sd15 notebook lab train evaluate clean
 
 $(VENV)/.runtime: requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed (diffusers 0.42, transformers 5)"'
@@ -34,6 +34,10 @@ test-sd15: $(VENV)/.runtime
 	test -f $(SD15_RANDOM)/model_index.json || PYTHONPATH=. $(PY) tools/make_sd15_random.py $(SD15_RANDOM)
 	$(PY) -m papermill --cwd . $(NOTEBOOK) outputs/sd15-random.ipynb -p model $(SD15_RANDOM) \
 		-p height 64 -p width 64 -p num_inference_steps 4 -p output_dir outputs/sd15
+
+## lab: open the notebook in JupyterLab, from the project's own environment (as root, e.g. in a container: --allow-root)
+lab: $(VENV)/.runtime
+	$(PY) -m jupyter lab $(NOTEBOOK) $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 ## notebook: re-execute the committed notebook in place, so its outputs come from a clean run
 notebook: $(VENV)/.dev

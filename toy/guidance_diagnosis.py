@@ -15,7 +15,7 @@ import argparse
 import torch
 
 from helpers.models import load_components, make_scheduler
-from helpers.sampling import encode_text, initial_latents
+from helpers.sampling import Step, encode_text, initial_latents, predicted_x0
 from helpers.seeding import make_generator
 
 PROMPT = "a small red circle on the left on a black background"
@@ -34,11 +34,7 @@ def trace(components, name: str, guidance: float, steps: int, seed: int) -> list
         model_input = sched.scale_model_input(torch.cat([x, x]), t)
         uncond, text = components.unet(model_input, t, encoder_hidden_states=embeds).sample.chunk(2)
         guided = uncond + guidance * (text - uncond)
-        a = sched.alphas_cumprod[int(round(float(t)))]
-        if sched.init_noise_sigma > 1:  # x = x0 + sigma eps
-            x0 = x - ((1 - a) / a) ** 0.5 * guided
-        else:  # x = sqrt(a) x0 + sqrt(1 - a) eps
-            x0 = (x - (1 - a) ** 0.5 * guided) / a**0.5
+        x0 = predicted_x0(Step(len(rows), t, x, guided, x, sched))
         rows.append((float(t), uncond.std().item(), (text - uncond).std().item(), x0.std().item()))
         x = sched.step(guided, t, x, **({"generator": generator} if name == "euler_a" else {})).prev_sample
     return rows

@@ -94,7 +94,7 @@ def plot_loss(
     ax.set_ylabel("loss (mean squared error)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3)  # below: it hides no data
     fig.tight_layout()
     return fig
 

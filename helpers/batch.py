@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     components = load_components(args.model, device=device)
     name = model_name(components)
     f = components.vae_scale_factor
-    height = args.height or components.unet.config.sample_size * f
-    width = args.width or components.unet.config.sample_size * f
+    height = components.unet.config.sample_size * f if args.height is None else args.height  # 0: refused, not replaced
+    width = components.unet.config.sample_size * f if args.width is None else args.width
 
     def settings_of(seed: int, prompt: str) -> str:
         return exact_parameters(

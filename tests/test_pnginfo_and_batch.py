@@ -255,3 +255,10 @@ def test_a_png_written_by_automatic1111_with_emphasis_regenerates(tiny: Componen
     weighted = generate(tiny, **parsed).pixels
     literal = generate(tiny, **(parsed | {"prompt_weighting": False})).pixels
     assert np.isfinite(weighted).all() and np.abs(weighted - literal).max() > 0
+
+
+def test_a_zero_size_is_refused_not_replaced_by_the_default(tiny_model_dir, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\n")
+    with pytest.raises(ValueError, match="height must be an int between 1 and 4096, got 0"):
+        run_batch(tiny_model_dir, prompts, tmp_path / "out", "--height", "0")

@@ -8,8 +8,8 @@ same rounds (its median then is printed too), the median paired ratio with its 9
 how far its pixels are from the first setting's (all settings keep the maths; other kernels may round
 differently). Writes a JSON file.
 
-    python benchmarks/bench_cpu.py                     # every setting, 2 threads, writes benchmarks/cpu_results.json
-    python benchmarks/bench_cpu.py --settings eager "eager, channels_last, PyTorch convolutions"
+    python -m benchmarks.bench_cpu                     # every setting, 2 threads, writes benchmarks/cpu_results.json
+    python -m benchmarks.bench_cpu --settings eager "eager, channels_last, PyTorch convolutions"
 """
 
 from __future__ import annotations
@@ -17,21 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from timing import MIN_ROUNDS, median_seconds, seconds, summarize  # noqa: E402
-
-from helpers.models import Components, load_components  # noqa: E402
-from helpers.sampling import encode_text, generate  # noqa: E402
-from helpers.speed import apply_fast_path  # noqa: E402
+from benchmarks.timing import MIN_ROUNDS, median_seconds, seconds, summarize, timed_call
+from helpers.models import Components, load_components
+from helpers.sampling import encode_text, generate
+from helpers.speed import apply_fast_path
 
 HERE = Path(__file__).resolve().parent
 PROMPT = "a large blue circle on the left on a white background"
@@ -70,9 +65,8 @@ def prepare(name: str) -> tuple[Callable[[], np.ndarray], float, np.ndarray]:
         kwargs = dict(num_inference_steps=20, guidance_scale=7.5, seed=0, scheduler="dpm++")
         return generate(components, PROMPT, **kwargs).pixels
 
-    start = time.perf_counter()
-    pixels = image()
-    return image, time.perf_counter() - start, pixels
+    pixels, first_call = timed_call(image)
+    return image, first_call, pixels
 
 
 def take_turns(images: dict[str, Callable[[], np.ndarray]], rounds: int) -> dict[str, list[float]]:

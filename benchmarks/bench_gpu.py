@@ -6,8 +6,8 @@ Prints seconds per image, denoising steps per second, peak memory and the fracti
 (FLOPs counted with torch.utils.flop_counter, peak from a large bf16 matmul on the same device), and
 writes the figures as JSON.
 
-    python benchmarks/bench_gpu.py --json benchmarks/gpu_results.json      # on a CUDA machine
-    python benchmarks/bench_gpu.py --toy                                   # CPU smoke test, tiny sizes
+    python -m benchmarks.bench_gpu --json benchmarks/gpu_results.json      # on a CUDA machine
+    python -m benchmarks.bench_gpu --toy                                   # CPU smoke test, tiny sizes
 """
 
 from __future__ import annotations
@@ -16,47 +16,24 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-from transformers import CLIPTokenizer  # noqa: E402
-
-from helpers.models import (
-    CLIP_TOKENIZER,
-    SD15_SCHEDULER,
-    Components,
-    diffusers_pipeline,
-    make_scheduler,
-    sd15_architecture,
-)  # noqa: E402
-from helpers.sampling import generate  # noqa: E402
-from helpers.speed import apply_fast_path  # noqa: E402
+from benchmarks.timing import timed_call
+from helpers.models import Components, diffusers_pipeline, make_scheduler, random_components, sd15_random_components
+from helpers.sampling import generate
+from helpers.speed import apply_fast_path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def timed(fn, device: torch.device, repeats: int) -> list[float]:
     """Seconds for each of `repeats` calls after one warm-up call."""
     fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return times
+    return [timed_call(fn, device)[1] for _ in range(repeats)]
 
 
 def matmul_peak(device: torch.device, n: int) -> float:
@@ -65,12 +42,8 @@ def matmul_peak(device: torch.device, n: int) -> float:
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(10):
-        a @ b
-    sync(device)
-    return 10 * 2 * n**3 / (time.perf_counter() - start)
+    _, seconds = timed_call(lambda: [a @ b for _ in range(10)], device)
+    return 10 * 2 * n**3 / seconds
 
 
 def count_flops(components: Components, size: int) -> tuple[int, int]:
@@ -89,19 +62,14 @@ def count_flops(components: Components, size: int) -> tuple[int, int]:
 
 
 def build(toy: bool, device: torch.device, dtype: torch.dtype) -> Components:
-    tokenizer = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER)
-    if toy:
-        from toy import train
+    if not toy:
+        return sd15_random_components(device, dtype)
+    from toy import train
 
-        cfg = train.SMOKE
-        text_encoder, unet, vae = train.build_text_encoder(cfg), train.build_unet(cfg, 8), train.build_vae(cfg)
-    else:
-        text_encoder, unet, vae = sd15_architecture(device, dtype)
-    for m in (text_encoder, unet, vae):
-        m.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    return Components(
-        tokenizer, text_encoder, unet, vae, dict(SD15_SCHEDULER), "sd15-random", "SD v1.5 architecture, random weights"
-    )
+    cfg = train.SMOKE
+    networks = [m.to(device=device, dtype=dtype) for m in (train.build_text_encoder(cfg), train.build_unet(cfg, 8))]
+    vae = train.build_vae(cfg).to(device=device, dtype=dtype)
+    return random_components(*networks, vae, "toy-random", "the smoke test's tiny networks, random weights")
 
 
 def main() -> None:

@@ -7,9 +7,9 @@ scheduler, both as the ratio of the medians and as the median of each round's ow
 interval (a round's two runs are back to back, so a machine whose speed drifts over seconds slows both
 alike; see timing.py); with --json, writes the figures to a file.
 
-    python benchmarks/bench_loop.py                                   # bundled model, 20 steps, every scheduler
-    python benchmarks/bench_loop.py --sd15 --steps 2 --rounds 6 --schedulers pndm   # SD v1.5 architecture, 512x512
-    python benchmarks/bench_loop.py --compile default --channels-last --pytorch-convolutions   # both optimised alike
+    python -m benchmarks.bench_loop                                   # bundled model, 20 steps, every scheduler
+    python -m benchmarks.bench_loop --sd15 --steps 2 --rounds 6 --schedulers pndm   # SD v1.5 architecture, 512x512
+    python -m benchmarks.bench_loop --compile default --channels-last --pytorch-convolutions   # both optimised alike
 
 With --compile / --channels-last / --pytorch-convolutions the optimisation is applied to the shared components
 (`helpers.speed.apply_fast_path`) before diffusers' pipeline is built from them, so the library runs the very same
@@ -20,37 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from timing import MIN_ROUNDS, seconds, summarize  # noqa: E402
-from transformers import CLIPTokenizer  # noqa: E402
-
-from helpers.models import (  # noqa: E402
-    CLIP_TOKENIZER,
-    SCHEDULERS,
-    SD15_SCHEDULER,
-    Components,
-    diffusers_pipeline,
-    load_components,
-    sd15_architecture,
-)
-from helpers.sampling import generate  # noqa: E402
-from helpers.seeding import make_generator  # noqa: E402
-
-
-def sd15_components() -> Components:
-    text_encoder, unet, vae = sd15_architecture("cpu")
-    for m in (text_encoder, unet, vae):
-        m.eval().requires_grad_(False)
-    tokenizer = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER)
-    return Components(
-        tokenizer, text_encoder, unet, vae, dict(SD15_SCHEDULER), "sd15-random", "SD v1.5, random weights"
-    )
+from benchmarks.timing import MIN_ROUNDS, seconds, summarize
+from helpers.models import SCHEDULERS, diffusers_pipeline, load_components, sd15_random_components
+from helpers.sampling import generate
+from helpers.seeding import make_generator
 
 
 def main() -> None:
@@ -72,7 +49,8 @@ def main() -> None:
             f"--rounds must be at least {MIN_ROUNDS} for a 95% interval of the paired ratio, got {args.rounds}"
         )
     torch.set_num_threads(args.threads)
-    components = sd15_components() if args.sd15 else load_components("bundled", device="cpu", dtype=torch.float32)
+    bundled = load_components("bundled", device="cpu", dtype=torch.float32) if not args.sd15 else None
+    components = sd15_random_components() if args.sd15 else bundled
     optimised = dict(channels_last=args.channels_last, fuse_qkv=False, compile_mode=args.compile)
     if args.compile or args.channels_last or args.pytorch_convolutions:
         from helpers.speed import apply_fast_path

@@ -1,24 +1,20 @@
 """Peak GPU memory and time of the memory options, SD v1.5's architecture (random weights), fp16, 512x512.
 
-python benchmarks/bench_memory.py --json benchmarks/memory_results.json
+python -m benchmarks.bench_memory --json benchmarks/memory_results.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench_gpu import build  # noqa: E402
-
-from helpers.sampling import generate  # noqa: E402
-from helpers.speed import apply_memory_savers  # noqa: E402
+from benchmarks import timing
+from benchmarks.bench_gpu import build
+from helpers.sampling import generate
+from helpers.speed import apply_memory_savers
 
 OPTIONS = {
     "none (fp16, SDPA)": {},
@@ -44,13 +40,11 @@ def main() -> None:
         generate(components, **kwargs)  # warm-up
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        generate(components, **kwargs)
-        torch.cuda.synchronize()
+        seconds = timing.seconds(lambda c=components, k=kwargs: generate(c, **k), torch.device("cuda"))
         rows.append(
             {
                 "option": label,
-                "seconds": time.perf_counter() - start,
+                "seconds": seconds,
                 "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
             }
         )

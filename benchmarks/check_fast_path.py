@@ -11,9 +11,9 @@ relative error of one U-Net call against float32 on the same input; writes the f
 A 20-step trajectory can amplify tiny per-call differences (random weights are no denoiser, so nothing pulls
 two nearby trajectories together); `--bundled` runs the same checks on the trained bundled model (64x64).
 
-    python benchmarks/check_fast_path.py --json benchmarks/fast_path_results.json   # on a CUDA machine
-    python benchmarks/check_fast_path.py --bundled --json benchmarks/fast_path_bundled.json
-    python benchmarks/check_fast_path.py --toy                                      # CPU smoke test, tiny sizes
+    python -m benchmarks.check_fast_path --json benchmarks/fast_path_results.json   # on a CUDA machine
+    python -m benchmarks.check_fast_path --bundled --json benchmarks/fast_path_bundled.json
+    python -m benchmarks.check_fast_path --toy                                      # CPU smoke test, tiny sizes
 """
 
 from __future__ import annotations
@@ -22,20 +22,17 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench_gpu import build, sync  # noqa: E402
-
-from helpers.models import Components, load_components  # noqa: E402
-from helpers.sampling import generate  # noqa: E402
-from helpers.speed import apply_fast_path  # noqa: E402
+from benchmarks.bench_gpu import build
+from benchmarks.timing import timed_call
+from helpers.models import Components, load_components
+from helpers.sampling import generate
+from helpers.speed import apply_fast_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,18 +94,11 @@ def main() -> None:
         """Time one setting, print and record its row, and return its pixels."""
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        sync(device)
-        start = time.perf_counter()
-        first = generate(components, **kwargs).pixels
-        sync(device)
-        first_call = time.perf_counter() - start
+        first, first_call = timed_call(lambda: generate(components, **kwargs).pixels, device)
         times = []
         for _ in range(args.repeats):
-            sync(device)
-            start = time.perf_counter()
-            pixels = generate(components, **kwargs).pixels
-            sync(device)
-            times.append(time.perf_counter() - start)
+            pixels, seconds = timed_call(lambda: generate(components, **kwargs).pixels, device)
+            times.append(seconds)
         row = {
             "name": name,
             "first_call_s": first_call,

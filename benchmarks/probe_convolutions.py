@@ -5,23 +5,18 @@ Times single 3x3 and 1x1 convolutions (batch 2, as under guidance) in both memor
 --sd15 SD v1.5's (random weights, 64x64 latents; about a minute). Backs the `onednn` option of
 helpers.speed.apply_fast_path.
 
-    python benchmarks/probe_convolutions.py
-    python benchmarks/probe_convolutions.py --sd15
+    python -m benchmarks.probe_convolutions
+    python -m benchmarks.probe_convolutions --sd15
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from timing import median_seconds  # noqa: E402
-
-from helpers.models import load_components, sd15_architecture  # noqa: E402
+from benchmarks.timing import median_seconds
+from helpers.models import load_components, sd15_architecture
 
 # (in channels, out channels, kernel, latent side): the bundled U-Net's, then SD v1.5's
 SHAPES = [(48, 48, 3, 8), (96, 96, 3, 4), (96, 96, 1, 8), (320, 320, 3, 64), (640, 640, 3, 32), (1280, 1280, 3, 8)]

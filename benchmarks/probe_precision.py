@@ -4,24 +4,20 @@ For two prompts (DPM-Solver++ 20 steps, guidance 7.5, seed 0) prints the float32
 float32 image on the CPU, then for each half precision: the image and final latents against float32, the
 text encoder's output, a VAE decode of the same latents, and the seed's starting noise.
 
-    python benchmarks/probe_precision.py cuda      # (or cpu: bfloat16 only)
+    python -m benchmarks.probe_precision cuda      # (or cpu: bfloat16 only)
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from check_fast_path import cast  # noqa: E402
-from check_fast_path import relative_error as rel  # noqa: E402
-
-import helpers.sampling as S  # noqa: E402
-from helpers.models import load_components  # noqa: E402
+import helpers.sampling as S
+from benchmarks.check_fast_path import cast
+from benchmarks.check_fast_path import relative_error as rel
+from helpers.models import load_components
 
 
 def main(device: str) -> None:

@@ -11,20 +11,41 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
 
 MIN_ROUNDS = 6  # the fewest values median_interval accepts at 95% (P(Binomial(6, 1/2) = 0) = 1/64 <= 0.025)
 
 
-def seconds(fn: Callable[[], object]) -> float:
-    """Wall-clock seconds of one call."""
+def sync(device: torch.device | None) -> None:
+    """Wait for the GPU's queued work (a CUDA call returns before its kernels finish); nothing elsewhere."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_call(fn: Callable[[], T], device: torch.device | None = None) -> tuple[T, float]:
+    """What one call returns, and its wall-clock seconds (on CUDA, from idle to finished: synchronised both ends).
+
+    The one timer every benchmark uses.
+    """
+    sync(device)
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    result = fn()
+    sync(device)
+    return result, time.perf_counter() - start
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+def seconds(fn: Callable[[], object], device: torch.device | None = None) -> float:
+    """Wall-clock seconds of one call."""
+    return timed_call(fn, device)[1]
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device | None = None) -> float:
     """The median of `repeats` timed calls."""
-    return statistics.median(seconds(fn) for _ in range(repeats))
+    return statistics.median(seconds(fn, device) for _ in range(repeats))
 
 
 def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:

@@ -14,6 +14,7 @@ made again. Each PNG carries its generation parameters.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from helpers.models import SCHEDULERS, load_components, model_name, pick_device
 from helpers.pnginfo import EXACT_CHUNK, exact_parameters, format_parameters, save_png
 from helpers.sampling import generate
 from helpers.seeding import check_seed
+from helpers.settings import GenerationSettings
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -116,43 +118,35 @@ def main(argv: list[str] | None = None) -> None:
     device = state.device if state.device.type != "cpu" else pick_device()
     components = load_components(args.model, device=device)
     name = model_name(components)
-    f = components.vae_scale_factor
-    height = components.unet.config.sample_size * f if args.height is None else args.height  # 0: refused, not replaced
-    width = components.unet.config.sample_size * f if args.width is None else args.width
+    # One settings value for the run (height or width 0 stays 0, and is refused), checked before any image
+    base = GenerationSettings(
+        prompt="", negative_prompt=args.negative_prompt, height=args.height, width=args.width,
+        num_inference_steps=args.steps, guidance_scale=args.guidance, seed=0, scheduler=args.scheduler,
+        prompt_weighting=args.prompt_weighting,
+    ).sized(components.unet.config.sample_size, components.vae_scale_factor)  # fmt: skip
+    base.check(components.vae_scale_factor, components.scheduler_config["num_train_timesteps"])
 
-    def settings_of(seed: int, prompt: str) -> str:
-        return exact_parameters(
-            prompt, args.negative_prompt, args.steps, args.scheduler, args.guidance, seed, height, width, name,
-            args.prompt_weighting,
-        )  # fmt: skip
+    def settings_of(seed: int, prompt: str) -> GenerationSettings:
+        return dataclasses.replace(base, prompt=prompt, seed=seed)
+
+    def recorded_is(path: Path, settings: GenerationSettings) -> bool:
+        return recorded_settings(path) == exact_parameters(settings, name)
 
     if state.is_main_process:  # temporary files left by a killed run
         for stale in args.out.glob(".*.png.*.tmp"):
             stale.unlink()
     state.wait_for_everyone()
     with state.split_between_processes(items) as mine:
-        todo = [item for item in mine if recorded_settings(args.out / item[0]) != settings_of(item[1], item[2])]
+        todo = [item for item in mine if not recorded_is(args.out / item[0], settings_of(item[1], item[2]))]
         bar = tqdm(todo, desc=f"process {state.process_index}", position=state.process_index)
         for filename, seed, prompt in bar:
-            out = generate(
-                components,
-                prompt,
-                negative_prompt=args.negative_prompt,
-                height=height,
-                width=width,
-                num_inference_steps=args.steps,
-                guidance_scale=args.guidance,
-                seed=seed,
-                scheduler=args.scheduler,
-                prompt_weighting=args.prompt_weighting,
-            )
-            text = format_parameters(
-                prompt, args.negative_prompt, args.steps, args.scheduler, args.guidance, seed, height, width, name
-            )
-            save_png(out.images[0], args.out / filename, text, settings_of(seed, prompt))
+            settings = settings_of(seed, prompt)
+            out = generate(components, **settings.keywords())
+            text, exact = format_parameters(settings, name), exact_parameters(settings, name)
+            save_png(out.images[0], args.out / filename, text, exact)
     state.wait_for_everyone()
     if state.is_main_process:  # count only files that hold what this run asked for
-        done = sum(recorded_settings(args.out / f) == settings_of(seed, prompt) for f, seed, prompt in items)
+        done = sum(recorded_is(args.out / f, settings_of(seed, prompt)) for f, seed, prompt in items)
         print(f"{done} of {len(items)} images in {args.out} hold this run's settings")
 
 

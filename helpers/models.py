@@ -44,6 +44,7 @@ COMPONENTS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
 WEIGHTED = ("text_encoder", "unet", "vae")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 
+
 @dataclass(frozen=True)
 class SchedulerEntry:
     """Everything the project knows about one scheduler: adding a scheduler is adding one entry below."""
@@ -69,6 +70,23 @@ class ModelSourceError(ValueError):
     """A model source that cannot be used, with a message that says what to do instead."""
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from, decided once: its folder, what kind of source it is, its name, and why it is used.
+
+    kind is "bundled", "hub" (name is the hub id), "folder" (name is the folder's name) or "random" (built in
+    memory with random weights, for benchmarks; folder is where its configs live). The device and dtype
+    are the ones the source was resolved for (the hub download fetches the weights of that dtype only).
+    """
+
+    folder: Path
+    kind: str
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    reason: str
+
+
 @dataclass
 class Components:
     """Everything the hand-written loop needs, loaded from one source."""
@@ -78,8 +96,7 @@ class Components:
     unet: UNet2DConditionModel
     vae: AutoencoderKL
     scheduler_config: dict
-    source: str
-    reason: str
+    source: ModelSource
     execution_device: torch.device | None = None  # set when models are offloaded to the CPU between uses
 
     @property
@@ -89,6 +106,11 @@ class Components:
     @property
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
+
+    @property
+    def reason(self) -> str:
+        """One line: which model, and why."""
+        return self.source.reason
 
     @property
     def vae_scale_factor(self) -> int:
@@ -184,17 +206,40 @@ def _cached_hub_snapshot(hub_id: str, allow_download: bool, dtype: torch.dtype) 
         ) from None
 
 
+def _folder_name(folder: Path) -> str:
+    """A folder's model name: the hub id for a snapshot in the Hugging Face cache (models--org--name/snapshots/...),
+    else the folder's own name."""
+    for part in folder.resolve().parts:
+        if part.startswith("models--"):
+            return part[len("models--") :].replace("--", "/")
+    return folder.resolve().name
+
+
+def _offline() -> bool:
+    """Whether huggingface_hub was told not to reach the hub (HF_HUB_OFFLINE, read by the library itself)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def resolve_source(
     source: str | os.PathLike | None = "auto", device: torch.device | None = None, dtype: torch.dtype | None = None
-) -> tuple[Path, str]:
-    """The folder to load from and one line saying which model is used and why."""
+) -> ModelSource:
+    """Which model to load, from where, and one line saying why; the device and dtype are decided here, once."""
     if source is not None and not isinstance(source, (str, os.PathLike)):
         raise TypeError(
             f"source must be 'auto', 'bundled', a hub id or a folder path, got {type(source).__name__} {source!r}"
         )
-    device = device or pick_device()
+    device = torch.device(device) if device is not None else pick_device()
     dtype = dtype or pick_dtype(device)
-    online = os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False")
+
+    def bundled(reason: str) -> ModelSource:
+        return ModelSource(check_model_folder(BUNDLED_MODEL), "bundled", "toy-sd", device, dtype, reason)
+
+    def hub(hub_id: str, reason: str) -> ModelSource:
+        folder = _cached_hub_snapshot(hub_id, allow_download=not _offline(), dtype=dtype)
+        return ModelSource(folder, "hub", hub_id, device, dtype, reason)
+
     if source in (None, "auto") and os.environ.get("SD_MODEL"):
         source = os.environ["SD_MODEL"]
         why = "set by SD_MODEL"
@@ -202,21 +247,20 @@ def resolve_source(
         why = "asked for"
     if source in (None, "auto"):
         if device.type == "cpu":
-            return check_model_folder(BUNDLED_MODEL), "bundled toy model: no CUDA or MPS device for SD v1.5"
+            return bundled("bundled toy model: no CUDA or MPS device for SD v1.5")
         try:
-            return _cached_hub_snapshot(
-                SD15_HUB_ID, allow_download=online, dtype=dtype
-            ), f"{SD15_HUB_ID} on {device.type}"
+            return hub(SD15_HUB_ID, f"{SD15_HUB_ID} on {device.type}")
         except ModelSourceError:
-            return check_model_folder(
-                BUNDLED_MODEL
-            ), f"bundled toy model: {SD15_HUB_ID} is neither cached nor reachable"
+            return bundled(f"bundled toy model: {SD15_HUB_ID} is neither cached nor reachable")
     if source in ("bundled", "toy"):
-        return check_model_folder(BUNDLED_MODEL), f"bundled toy model ({why})"
+        return bundled(f"bundled toy model ({why})")
     path = Path(source).expanduser()
     if path.exists() or str(source).startswith((".", "/", "~")) or str(source).count("/") != 1:
-        return check_model_folder(path), f"local folder {str(path)!r} ({why})"
-    return _cached_hub_snapshot(str(source), allow_download=online, dtype=dtype), f"{source} from the hub cache ({why})"
+        folder = check_model_folder(path)
+        kind = "bundled" if folder.resolve() == BUNDLED_MODEL.resolve() else "folder"
+        name = "toy-sd" if kind == "bundled" else _folder_name(folder)
+        return ModelSource(folder, kind, name, device, dtype, f"local folder {str(path)!r} ({why})")
+    return hub(str(source), f"{source} from the hub cache ({why})")
 
 
 def load_components(
@@ -225,11 +269,9 @@ def load_components(
     dtype: torch.dtype | None = None,
 ) -> Components:
     """Load tokenizer, text encoder, U-Net, VAE and scheduler config from one source."""
-    device = torch.device(device) if device is not None else pick_device()
-    dtype = dtype or pick_dtype(device)
-    folder, reason = resolve_source(source, device, dtype)
-    print(f"Model: {reason}")
-    return load_folder(folder, reason, device, dtype)
+    resolved = resolve_source(source, device, dtype)
+    print(f"Model: {resolved.reason}")
+    return load_folder(resolved)
 
 
 @contextlib.contextmanager
@@ -245,12 +287,13 @@ def _naming(folder: Path, part: str):
         ) from err
 
 
-def load_folder(folder: Path, reason: str, device: torch.device, dtype: torch.dtype) -> Components:
-    """Load every component from a checked folder in diffusers' layout, safetensors only.
+def load_folder(source: ModelSource) -> Components:
+    """Load every component from a resolved source's folder in diffusers' layout, safetensors only.
 
     In half precision, weights saved as the "fp16" variant (diffusion_pytorch_model.fp16.safetensors) are used
     where the folder has them.
     """
+    folder, device, dtype = source.folder, source.device, source.dtype
     variant = "fp16" if dtype == torch.float16 and any(folder.glob("unet/*.fp16.safetensors")) else None
     kwargs = {"use_safetensors": True, "variant": variant}
     tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
@@ -263,12 +306,12 @@ def load_folder(folder: Path, reason: str, device: torch.device, dtype: torch.dt
     scheduler_config = PNDMScheduler.load_config(folder, subfolder="scheduler")
     for model in (text_encoder, unet, vae):
         model.to(device).eval().requires_grad_(False)
-    return Components(tokenizer, text_encoder, unet, vae, dict(scheduler_config), str(folder), reason)
+    return Components(tokenizer, text_encoder, unet, vae, dict(scheduler_config), source)
 
 
 def is_bundled(components: Components) -> bool:
     """Whether the components are the bundled toy model's."""
-    return Path(components.source).resolve() == BUNDLED_MODEL.resolve()
+    return components.source.kind == "bundled"
 
 
 def sd15_architecture(device: torch.device | str = "meta", dtype: torch.dtype = torch.float32):
@@ -287,15 +330,25 @@ def sd15_architecture(device: torch.device | str = "meta", dtype: torch.dtype = 
     return text_encoder, unet, vae
 
 
+def random_components(
+    text_encoder: CLIPTextModel, unet: UNet2DConditionModel, vae: AutoencoderKL, name: str, reason: str
+) -> Components:
+    """Networks built in memory (random weights), with SD v1.5's tokenizer and scheduler config, as Components."""
+    for model in (text_encoder, unet, vae):
+        model.eval().requires_grad_(False)
+    source = ModelSource(SD15_CONFIGS, "random", name, unet.device, unet.dtype, reason)
+    tokenizer = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER)
+    return Components(tokenizer, text_encoder, unet, vae, dict(SD15_SCHEDULER), source)
+
+
+def sd15_random_components(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Components:
+    """SD v1.5's architecture with random weights, ready for the loop (speed does not depend on the weights)."""
+    return random_components(*sd15_architecture(device, dtype), "sd15-random", "SD v1.5 architecture, random weights")
+
+
 def model_name(components: Components) -> str:
-    """A short name for the model: "toy-sd", a hub id read from the cache path, or the folder's name."""
-    path = Path(components.source)
-    if is_bundled(components):
-        return "toy-sd"
-    for part in path.parts:
-        if part.startswith("models--"):
-            return part[len("models--") :].replace("--", "/")
-    return path.name
+    """A short name for the model: "toy-sd", the hub id, or the folder's name (decided by `resolve_source`)."""
+    return components.source.name
 
 
 def diffusers_pipeline(components: Components, scheduler: str, pipeline_class=None):

@@ -14,6 +14,7 @@ apart), so the PNG also carries the exact settings as JSON in a second text chun
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -24,12 +25,13 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from helpers.models import SCHEDULERS
+from helpers.settings import GenerationSettings
 
 # "Key: value" pairs of the last line; a value may be a quoted string holding commas (AUTOMATIC1111's regex)
 PARAM_RE = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 EXACT_CHUNK = "sd-step-by-step"  # the exact settings, as JSON
-KEYWORDS = ("prompt", "negative_prompt", "num_inference_steps", "scheduler", "guidance_scale", "seed")
-KEYWORDS += ("height", "width")
+# the settings a PNG records (one picture each, so not num_images_per_prompt)
+KEYWORDS = tuple(f.name for f in dataclasses.fields(GenerationSettings) if f.name != "num_images_per_prompt")
 
 
 def _number_text(value: float) -> str:
@@ -43,45 +45,40 @@ def _quoted(value: str) -> str:
     return json.dumps(value) if any(c in value for c in ',"\n') else value
 
 
-def format_parameters(
-    prompt: str,
-    negative_prompt: str | None,
-    num_inference_steps: int,
-    scheduler: str,
-    guidance_scale: float,
-    seed: int,
-    height: int,
-    width: int,
-    model: str,
-) -> str:
-    """The text of the `parameters` chunk."""
-    lines = [prompt]
-    if negative_prompt:
-        lines.append(f"Negative prompt: {negative_prompt}")
-    sampler = SCHEDULERS[scheduler].a1111_name
+def _one_image(settings: GenerationSettings) -> GenerationSettings:
+    """The settings of one picture: one prompt, one negative, a seed and a size; else a ValueError naming the field."""
+    for name, ok in (
+        ("prompt", isinstance(settings.prompt, str)),
+        ("negative_prompt", settings.negative_prompt is None or isinstance(settings.negative_prompt, str)),
+        ("seed", settings.seed is not None),
+        ("height", settings.height is not None),
+        ("width", settings.width is not None),
+        ("num_images_per_prompt", settings.num_images_per_prompt == 1),
+    ):
+        if not ok:
+            raise ValueError(f"a PNG records one picture's settings; {name}={getattr(settings, name)!r} is not one")
+    return settings
+
+
+def format_parameters(settings: GenerationSettings, model: str) -> str:
+    """The text of the `parameters` chunk (AUTOMATIC1111's format) for one picture's settings."""
+    s = _one_image(settings)
+    lines = [s.prompt]
+    if s.negative_prompt:
+        lines.append(f"Negative prompt: {s.negative_prompt}")
+    sampler = SCHEDULERS[s.scheduler].a1111_name
     lines.append(
-        f"Steps: {num_inference_steps}, Sampler: {sampler}, CFG scale: {_number_text(guidance_scale)}, Seed: {seed}, "
-        f"Size: {width}x{height}, Model: {_quoted(model)}"
+        f"Steps: {s.num_inference_steps}, Sampler: {sampler}, CFG scale: {_number_text(s.guidance_scale)}, "
+        f"Seed: {s.seed}, Size: {s.width}x{s.height}, Model: {_quoted(model)}"
     )
     return "\n".join(lines)
 
 
-def exact_parameters(
-    prompt: str,
-    negative_prompt: str | None,
-    num_inference_steps: int,
-    scheduler: str,
-    guidance_scale: float,
-    seed: int,
-    height: int,
-    width: int,
-    model: str,
-    prompt_weighting: bool = True,
-) -> str:
+def exact_parameters(settings: GenerationSettings, model: str) -> str:
     """The exact settings as JSON (the `sd-step-by-step` chunk): every value reads back unchanged."""
-    values = (prompt, negative_prompt, int(num_inference_steps), scheduler, float(guidance_scale), int(seed))
-    exact = dict(zip(KEYWORDS, values + (int(height), int(width))))
-    return json.dumps(exact | {"model": model, "prompt_weighting": bool(prompt_weighting)}, sort_keys=True)
+    s = _one_image(settings)
+    exact = {key: getattr(s, key) for key in KEYWORDS} | {"model": model}
+    return json.dumps(exact, sort_keys=True, default=lambda value: value.item())  # numpy scalars as Python numbers
 
 
 def _field(settings: dict, key: str, convert, default=None):
@@ -126,7 +123,7 @@ def parse_parameters(text: str) -> dict:
         "negative_prompt": "\n".join(negative) or None,
         "num_inference_steps": _field(settings, "Steps", int),
         "scheduler": by_sampler[sampler],
-        "guidance_scale": _field(settings, "CFG scale", float, 7.5),
+        "guidance_scale": _field(settings, "CFG scale", float, GenerationSettings.guidance_scale),
         "seed": _field(settings, "Seed", int),
         "height": height,
         "width": width,
@@ -161,17 +158,16 @@ def save_png(image: Image.Image, path: str | os.PathLike, parameters: str, exact
 
 
 def read_parameters(path: str | os.PathLike) -> dict:
-    """`generate` keywords (and `model`, `extra`) from a PNG: the exact chunk when present, else the A1111 text."""
+    """`generate` keywords (and `model`, `extra`) from a PNG: the exact chunk when present, else the A1111 text.
+
+    `GenerationSettings.from_keywords(read_parameters(path))` is the settings value.
+    """
     with Image.open(path) as image:
         chunks = dict(image.text)  # type: ignore[attr-defined]
     if EXACT_CHUNK in chunks:
-        exact = json.loads(chunks[EXACT_CHUNK])
-        weighting = exact.get("prompt_weighting", True)
-        return {key: exact[key] for key in KEYWORDS} | {
-            "model": exact.get("model"),
-            "prompt_weighting": weighting,
-            "extra": {},
-        }
+        exact = json.loads(chunks[EXACT_CHUNK]) | {"extra": {}}
+        exact.setdefault("prompt_weighting", True)  # PNGs written before the setting existed
+        return exact
     if "parameters" not in chunks:
         raise ValueError(f"{str(path)!r} has no 'parameters' text chunk")
     return parse_parameters(chunks["parameters"])

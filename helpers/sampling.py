@@ -9,7 +9,6 @@ same components, seed and scheduler, both give the same pixels:
 from __future__ import annotations
 
 import inspect
-import math
 import random
 import time
 import warnings
@@ -18,12 +17,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from diffusers.image_processor import VaeImageProcessor
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
-from helpers.models import Components, check_scheduler_name, make_scheduler
+from helpers.models import Components, make_scheduler
 from helpers.prompts import encode_weighted, is_plain
 from helpers.seeding import check_seed, cpu_noise, make_generator
+from helpers.settings import INPUT_RULES, MAX_IMAGES, MAX_SIDE, GenerationSettings, check_number
+
+__all__ = ["INPUT_RULES", "MAX_IMAGES", "MAX_SIDE", "GenerationSettings", "generate", "img2img"]
 
 
 @dataclass
@@ -51,106 +54,6 @@ class Generation:
     seed: int | None
     unet_calls: int
     seconds: float
-
-
-# Ceilings that stop absurd requests before they reach the allocator (SD v1.5 is trained at 512, SDXL at 1024).
-MAX_SIDE = 4096  # pixels, for height and width
-MAX_IMAGES = 256  # images per call: len(prompt) * num_images_per_prompt
-
-INPUT_RULES = """Every parameter follows one table: a wrong *type* is a TypeError, a wrong *value* a ValueError,
-and both name the parameter. Python and numpy scalars of the right kind are accepted; bool is not a number.
-
-    prompt                 str or non-empty list of str
-    negative_prompt        None, str, or list of str as long as prompt
-    height, width          int, a multiple of the VAE scale factor, 1 .. MAX_SIDE
-    num_inference_steps    int, 1 .. num_train_timesteps - 1 (999 for SD's schedule)
-    guidance_scale         int or float, finite, >= 0
-    num_images_per_prompt  int >= 1, with len(prompt) * num_images_per_prompt <= MAX_IMAGES
-    seed                   int, 0 .. 2**64 - 1 (what torch.Generator.manual_seed accepts)
-    scheduler              str, a registered name
-    callback               None or a callable
-    prompt_weighting       bool
-"""
-
-
-def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    """`value` as an int within [low, high]; TypeError for a non-int (bool included), ValueError when out of range."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        allowed = f">= {low}" if high is None else f"between {low} and {high}"
-        raise ValueError(f"{name} must be an int {allowed}, got {value!r}")
-    return value
-
-
-def check_number(name: str, value: object, low: float) -> float:
-    """`value` as a finite float >= low; TypeError for a non-number (bool and str included), ValueError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number (int or float), got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < low:
-        raise ValueError(f"{name} must be a finite number >= {low:g}, got {value!r}")
-    return value
-
-
-def check_inputs(
-    prompt: object,
-    negative_prompt: object,
-    height: object,
-    width: object,
-    num_inference_steps: object,
-    guidance_scale: object,
-    num_images_per_prompt: object,
-    scheduler: object,
-    vae_scale_factor: int,
-    num_train_timesteps: int = 1000,
-    callback: object = None,
-    prompt_weighting: object = True,
-) -> tuple[list[str], list[str] | None]:
-    """Validate everything before any model work (the rules: INPUT_RULES); returns prompts and negatives as lists."""
-    if isinstance(prompt, str):
-        prompts = [prompt]
-    elif isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
-        if not prompt:
-            raise ValueError("prompt must not be an empty list")
-        prompts = prompt
-    else:
-        raise TypeError(f"prompt must be a str or a list of str, got {type(prompt).__name__}")
-    negatives = None
-    if isinstance(negative_prompt, str):
-        negatives = [negative_prompt] * len(prompts)
-    elif isinstance(negative_prompt, list) and all(isinstance(p, str) for p in negative_prompt):
-        if len(negative_prompt) != len(prompts):
-            raise ValueError(
-                f"negative_prompt has {len(negative_prompt)} entries but prompt has {len(prompts)}: "
-                "give one negative prompt per prompt, or a single str for all"
-            )
-        negatives = negative_prompt
-    elif negative_prompt is not None:
-        raise TypeError(f"negative_prompt must be None, a str or a list of str, got {type(negative_prompt).__name__}")
-    for name, value in (("height", height), ("width", width)):
-        side = check_int(name, value, 1, MAX_SIDE)
-        if side % vae_scale_factor:
-            raise ValueError(
-                f"{name} must be a positive multiple of the VAE scale factor {vae_scale_factor}, got {side}"
-            )
-    # Every registered scheduler works up to num_train_timesteps - 1 steps; at num_train_timesteps PNDM and DDIM
-    # index past the schedule and DPM-Solver++ and UniPC return NaN, and beyond it PNDM repeats timestep 1.
-    check_int("num_inference_steps", num_inference_steps, 1, num_train_timesteps - 1)
-    check_number("guidance_scale", guidance_scale, 0.0)
-    per_prompt = check_int("num_images_per_prompt", num_images_per_prompt, 1)
-    if len(prompts) * per_prompt > MAX_IMAGES:
-        raise ValueError(
-            f"num_images_per_prompt={per_prompt} with {len(prompts)} prompt(s) asks for {len(prompts) * per_prompt} "
-            f"images; at most {MAX_IMAGES} per call"
-        )
-    check_scheduler_name(scheduler)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be None or a callable taking a Step, got {type(callback).__name__}")
-    if not isinstance(prompt_weighting, bool):
-        raise TypeError(f"prompt_weighting must be True or False, got {type(prompt_weighting).__name__}")
-    return prompts, negatives
 
 
 def check_finite(pixels: np.ndarray, guidance_scale: float) -> np.ndarray:
@@ -270,17 +173,17 @@ def decode(components: Components, latents: torch.Tensor, generator: torch.Gener
             image = vae.decode(latents.float() / vae.config.scaling_factor, return_dict=False, generator=generator)[0]
         finally:
             vae.to(torch.float16)
-    return (image / 2 + 0.5).clamp(0, 1)
+    return VaeImageProcessor.denormalize(image)  # [-1, 1] -> [0, 1]: (image / 2 + 0.5).clamp(0, 1)
 
 
 def to_numpy(pixels: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) tensor in [0, 1] -> (N, H, W, 3) float32 array."""
-    return pixels.cpu().permute(0, 2, 3, 1).float().numpy()
+    """(N, 3, H, W) tensor in [0, 1] -> (N, H, W, 3) float32 array (diffusers' own conversion)."""
+    return VaeImageProcessor.pt_to_numpy(pixels)
 
 
 def to_pil(pixels: np.ndarray) -> list[Image.Image]:
-    """(N, H, W, 3) floats in [0, 1] -> PIL images, rounded as diffusers rounds them."""
-    return [Image.fromarray(p) for p in (pixels * 255).round().astype("uint8")]
+    """(N, H, W, 3) floats in [0, 1] -> PIL images, rounded as diffusers rounds them (its own conversion)."""
+    return VaeImageProcessor.numpy_to_pil(pixels)
 
 
 def resolve_generator(seed: object, generator: object) -> tuple[int | None, torch.Generator]:
@@ -337,6 +240,42 @@ def predicted_x0(step: Step) -> torch.Tensor:
     return (step.sample - (1 - a) ** 0.5 * step.noise_pred) / a**0.5
 
 
+@dataclass
+class Prepared:
+    """What text-to-image and image-to-image share before their loops: checked settings, generator, embeddings,
+    a fresh scheduler with its timesteps set."""
+
+    settings: GenerationSettings
+    prompts: list[str]
+    seed: int | None
+    generator: torch.Generator
+    embeds: torch.Tensor
+    scheduler: SchedulerMixin
+
+
+def prepare(
+    components: Components,
+    settings: GenerationSettings,
+    generator: torch.Generator | None = None,
+    callback: StepCallback | None = None,
+) -> Prepared:
+    """Steps 1 to 3 of the recipe: check inputs, encode the prompt, set the timesteps."""
+    # 1. Check inputs, before any model work
+    prompts, negatives = settings.check(components.vae_scale_factor, components.scheduler_config["num_train_timesteps"])
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be None or a callable taking a Step, got {type(callback).__name__}")
+    seed, generator = resolve_generator(settings.seed, generator)
+    # 2. Encode the prompt; guidance <= 1 skips the unconditional pass, as diffusers does
+    embeds = prompt_embeddings(
+        components, prompts, negatives, settings.num_images_per_prompt, settings.guidance_scale > 1,
+        settings.prompt_weighting,
+    )  # fmt: skip
+    # 3. Timesteps from a fresh scheduler configured from the model's own config
+    sched = make_scheduler(settings.scheduler, components.scheduler_config)
+    sched.set_timesteps(settings.num_inference_steps, device=components.device)
+    return Prepared(settings, prompts, seed, generator, embeds, sched)
+
+
 @torch.inference_mode()
 def generate(
     components: Components,
@@ -356,47 +295,42 @@ def generate(
 ) -> Generation:
     """Text to image with the hand-written loop. `callback(step)` runs after each scheduler step.
 
-    `prompt_weighting` (default on) reads prompts as AUTOMATIC1111 does: `(word:1.3)`, `((word))`, `[word]`,
-    `BREAK`, and any length (chunks of 75 tokens); off, they are cut at 77 tokens as in diffusers.
+    The settings' defaults and rules are `GenerationSettings`' (`helpers.settings`); a settings value is passed as
+    `generate(components, **settings.keywords())`. `prompt_weighting` (default on) reads prompts as AUTOMATIC1111
+    does: `(word:1.3)`, `((word))`, `[word]`, `BREAK`, and any length (chunks of 75 tokens); off, they are cut at
+    77 tokens as in diffusers.
 
     Runs under torch.inference_mode (no_grad without autograd's version counting, so each small op costs less;
     diffusers' pipeline uses no_grad). The returned latents are inference tensors: read them, copy before
     changing them in place.
     """
-    # 0. Default height and width from the U-Net's sample size
-    f = components.vae_scale_factor
-    height = components.unet.config.sample_size * f if height is None else height
-    width = components.unet.config.sample_size * f if width is None else width
-    # 1. Check inputs, before any model work
-    prompts, negatives = check_inputs(
-        prompt, negative_prompt, height, width, num_inference_steps, guidance_scale, num_images_per_prompt,
-        scheduler, f, components.scheduler_config["num_train_timesteps"], callback, prompt_weighting,
-    )  # fmt: skip
-    seed, generator = resolve_generator(seed, generator)
     started = time.perf_counter()
-    # 2. Encode the prompt; guidance <= 1 skips the unconditional pass, as diffusers does
-    embeds = prompt_embeddings(
-        components, prompts, negatives, num_images_per_prompt, guidance_scale > 1, prompt_weighting
-    )
-    # 3. Timesteps from a fresh scheduler configured from the model's own config
-    sched = make_scheduler(scheduler, components.scheduler_config)
-    sched.set_timesteps(num_inference_steps, device=components.device)
+    # 0. Default height and width from the U-Net's sample size
+    settings = GenerationSettings(
+        prompt=prompt, negative_prompt=negative_prompt, height=height, width=width,
+        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+        num_images_per_prompt=num_images_per_prompt, seed=seed, scheduler=scheduler, prompt_weighting=prompt_weighting,
+    ).sized(components.unet.config.sample_size, components.vae_scale_factor)  # fmt: skip
+    # 1.-3. Check inputs, encode the prompt, set the timesteps
+    run = prepare(components, settings, generator, callback)
+    sched = run.scheduler
     # 4. Initial latents from the CPU generator
-    batch = len(prompts) * num_images_per_prompt
-    latents = initial_latents(components, batch, height, width, generator, sched.init_noise_sigma)
+    batch = len(run.prompts) * num_images_per_prompt
+    latents = initial_latents(components, batch, settings.height, settings.width, run.generator, sched.init_noise_sigma)
     # 5. Denoising loop
     latents = denoise(
-        components, sched, sched.timesteps, latents, embeds, guidance_scale, generator, callback, progress
+        components, sched, sched.timesteps, latents, run.embeds, guidance_scale, run.generator, callback, progress
     )
     # 6. Decode with the VAE
-    pixels = check_finite(to_numpy(decode(components, latents, generator)), guidance_scale)
-    return Generation(to_pil(pixels), pixels, latents, seed, len(sched.timesteps), time.perf_counter() - started)
+    pixels = check_finite(to_numpy(decode(components, latents, run.generator)), guidance_scale)
+    return Generation(to_pil(pixels), pixels, latents, run.seed, len(sched.timesteps), time.perf_counter() - started)
 
 
 def image_to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
-    """An RGB picture (PIL or uint8 array) -> (1, 3, H, W) float tensor in [-1, 1], as diffusers preprocesses it."""
-    array = np.array(image.convert("RGB") if isinstance(image, Image.Image) else image).astype(np.float32) / 255.0
-    return 2.0 * torch.from_numpy(array[None].transpose(0, 3, 1, 2)) - 1.0
+    """An RGB picture (PIL or uint8 array) -> (1, 3, H, W) float tensor in [-1, 1], by diffusers' own preprocessing
+    (the size is kept: generate's checks already ask for multiples of the VAE scale factor)."""
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
+    return VaeImageProcessor(do_resize=False).preprocess(picture.convert("RGB"))
 
 
 @torch.no_grad()
@@ -415,41 +349,45 @@ def img2img(
     negative_prompt: str | list[str] | None = None,
     num_inference_steps: int = 50,
     guidance_scale: float = 7.5,
+    num_images_per_prompt: int = 1,
     seed: int | None = None,
     generator: torch.Generator | None = None,
     scheduler: str = "pndm",
     callback: StepCallback | None = None,
+    progress: bool = False,
     prompt_weighting: bool = True,
 ) -> Generation:
     """Image to image by hand: encode the picture, noise it to `strength`, run the remaining steps.
 
     strength 1.0 starts from (almost) pure noise; 0.0 returns the encoded picture untouched. Mirrors
-    diffusers' StableDiffusionImg2ImgPipeline step for step.
+    diffusers' StableDiffusionImg2ImgPipeline step for step. The size is the picture's.
     """
+    started = time.perf_counter()
     width, height = image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
-    prompts, negatives = check_inputs(
-        prompt, negative_prompt, height, width, num_inference_steps, guidance_scale, 1, scheduler,
-        components.vae_scale_factor, components.scheduler_config["num_train_timesteps"], callback, prompt_weighting,
+    settings = GenerationSettings(
+        prompt=prompt, negative_prompt=negative_prompt, height=height, width=width,
+        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+        num_images_per_prompt=num_images_per_prompt, seed=seed, scheduler=scheduler, prompt_weighting=prompt_weighting,
     )  # fmt: skip
     if check_number("strength", strength, 0.0) > 1:
         raise ValueError(f"strength must be a number between 0 and 1, got {strength!r}")
-    seed, generator = resolve_generator(seed, generator)
-    started = time.perf_counter()
-    embeds = prompt_embeddings(components, prompts, negatives, 1, guidance_scale > 1, prompt_weighting)
-    sched = make_scheduler(scheduler, components.scheduler_config)
-    sched.set_timesteps(num_inference_steps, device=components.device)
+    run = prepare(components, settings, generator, callback)
+    sched = run.scheduler
     # Skip the first (1 - strength) of the steps: start part-way down the noise schedule
     t_start = num_inference_steps - min(int(num_inference_steps * strength), num_inference_steps)
     timesteps = sched.timesteps[t_start * sched.order :]
     if hasattr(sched, "set_begin_index"):
         sched.set_begin_index(t_start * sched.order)
-    clean = encode_image(components, image, generator)
-    clean = torch.cat([clean] * len(prompts)) if len(prompts) > 1 else clean  # as diffusers (keeps its memory layout)
-    noise = cpu_noise(tuple(clean.shape), generator, components.device, components.dtype)
-    latents = sched.add_noise(clean, noise, timesteps[:1].repeat(len(prompts))) if len(timesteps) else clean
-    latents = denoise(components, sched, timesteps, latents, embeds, guidance_scale, generator, callback)
-    pixels = check_finite(to_numpy(decode(components, latents, generator)), guidance_scale)
-    return Generation(to_pil(pixels), pixels, latents, seed, len(timesteps), time.perf_counter() - started)
+    clean = encode_image(components, image, run.generator)
+    batch = len(run.prompts) * num_images_per_prompt
+    clean = torch.cat([clean] * batch) if batch > 1 else clean  # as diffusers (keeps its memory layout)
+    noise = cpu_noise(tuple(clean.shape), run.generator, components.device, components.dtype)
+    latents = sched.add_noise(clean, noise, timesteps[:1].repeat(batch)) if len(timesteps) else clean
+    latents = denoise(
+        components, sched, timesteps, latents, run.embeds, guidance_scale, run.generator, callback, progress
+    )
+    pixels = check_finite(to_numpy(decode(components, latents, run.generator)), guidance_scale)
+    return Generation(to_pil(pixels), pixels, latents, run.seed, len(timesteps), time.perf_counter() - started)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

@@ -6,10 +6,10 @@
 - freeze (with torch.compile, inference only): the weights become constants of the compiled graph, so
   Inductor can fold them and pre-pack the convolution weights for oneDNN on the CPU. Inductor's options
   are process-wide: they hold for every later torch.compile in the same process;
-- onednn=False (CPU): PyTorch's own convolution kernels instead of oneDNN's. With channels_last this made
-  the bundled model's eager image about 20% faster on a 2-core CPU (its convolutions are small: 8x8 latents),
-  but SD v1.5's U-Net 10 to 25% slower (benchmarks/probe_convolutions.py, benchmarks/RESULTS.md). It sets
-  torch.backends.mkldnn.enabled = False, process-wide too (set it back to True to undo).
+- onednn=False (CPU): PyTorch's own convolution kernels instead of oneDNN's: faster for the bundled model's
+  small convolutions (8x8 latents), slower for SD v1.5's (measured in benchmarks/RESULTS.md, by
+  `python -m benchmarks.probe_convolutions`). It sets torch.backends.mkldnn.enabled = False, process-wide too
+  (set it back to True to undo).
 
 PyTorch's scaled-dot-product attention (flash / memory-efficient kernels) is diffusers' default
 attention processor already, so the baseline uses it too.

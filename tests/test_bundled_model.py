@@ -38,7 +38,14 @@ def test_folder_is_small_and_safetensors_only():
 
 
 def test_loads_offline_with_diffusers_own_loader(monkeypatch, bundled: Components):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    """No network at all: any attempt to open a connection fails the test."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"the bundled model tried to reach the network: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
     pipe = StableDiffusionPipeline.from_pretrained(BUNDLED_MODEL, safety_checker=None, requires_safety_checker=False)
     assert pipe.unet.dtype == pipe.text_encoder.dtype == torch.float32
     assert pipe.vae_scale_factor == bundled.vae_scale_factor == 8
@@ -105,7 +112,15 @@ def test_training_smoke_run(tmp_path):
 
 @pytest.mark.parametrize(
     "flag, value",
-    [("--ema-decay", "1.5"), ("--lr-floor", "-0.1"), ("--caption-keep", "2"), ("--x0-weight-cap", "-1")],
+    [
+        ("--ema-decay", "1.5"),
+        ("--lr-floor", "-0.1"),
+        ("--caption-keep", "2"),
+        ("--x0-weight-cap", "-1"),
+        ("--steps", "0"),  # once silently replaced by the default (`args.steps or cfg.unet_steps`)
+        ("--caption-noise", "1.5"),
+        ("--variation", "-1"),
+    ],
 )
 def test_training_refuses_an_option_out_of_range(tmp_path, flag: str, value: str):
     out = tmp_path / "never"
@@ -127,40 +142,42 @@ def test_training_draws_the_asked_share_of_noisy_timesteps():
         assert abs(noisy - (0.5 + share / 2)) < 0.02, (share, noisy)
 
 
-def sd15_alphas_cumprod() -> torch.Tensor:
+def sd15_noise_scheduler():
     from diffusers import DDPMScheduler
 
     from helpers.models import SD15_SCHEDULER
 
-    return DDPMScheduler.from_config(SD15_SCHEDULER).alphas_cumprod
+    return DDPMScheduler.from_config(SD15_SCHEDULER)
 
 
 def test_min_snr_weights_cap_only_the_nearly_clean_timesteps():
     from toy.train import Config, loss_weights
 
-    alphas_cumprod = sd15_alphas_cumprod()
+    scheduler = sd15_noise_scheduler()
+    alphas_cumprod = scheduler.alphas_cumprod
     t = torch.arange(1000)
-    weights = loss_weights(Config(min_snr_gamma=5.0), alphas_cumprod, t)
+    weights = loss_weights(Config(min_snr_gamma=5.0), scheduler, t)
     snr = alphas_cumprod / (1 - alphas_cumprod)
     assert torch.allclose(weights[snr <= 5], torch.ones(int((snr <= 5).sum())))
     assert torch.allclose(weights[snr > 5], 5 / snr[snr > 5])
     assert weights[0] < 0.01 and weights[-1] == 1.0
-    assert torch.equal(loss_weights(Config(min_snr_gamma=0.0), alphas_cumprod, t), torch.ones(1000))
+    assert torch.equal(loss_weights(Config(min_snr_gamma=0.0), scheduler, t), torch.ones(1000))
 
 
 def test_x0_weights_turn_noisy_steps_into_picture_errors_up_to_the_cap():
     from toy.train import Config, loss_weights
 
-    alphas_cumprod = sd15_alphas_cumprod()
+    scheduler = sd15_noise_scheduler()
+    alphas_cumprod = scheduler.alphas_cumprod
     t = torch.arange(1000)
     snr = alphas_cumprod / (1 - alphas_cumprod)
-    weights = loss_weights(Config(x0_weight_cap=20.0), alphas_cumprod, t)
+    weights = loss_weights(Config(x0_weight_cap=20.0), scheduler, t)
     assert torch.equal(weights[snr >= 1], torch.ones(int((snr >= 1).sum())))
     middle = (snr < 1) & (snr > 1 / 20)
     assert middle.sum() > 100 and torch.allclose(weights[middle], 1 / snr[middle])
     assert torch.allclose(weights[snr <= 1 / 20], torch.full((int((snr <= 1 / 20).sum()),), 20.0))
-    both = loss_weights(Config(x0_weight_cap=20.0, min_snr_gamma=5.0), alphas_cumprod, t)
-    assert torch.allclose(both, weights * loss_weights(Config(min_snr_gamma=5.0), alphas_cumprod, t))
+    both = loss_weights(Config(x0_weight_cap=20.0, min_snr_gamma=5.0), scheduler, t)
+    assert torch.allclose(both, weights * loss_weights(Config(min_snr_gamma=5.0), scheduler, t))
 
 
 def test_learning_rate_warms_up_then_decays_to_its_floor():

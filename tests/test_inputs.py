@@ -33,7 +33,6 @@ def untouchable(tiny: Components) -> Components:
         Untouchable(tiny.vae.config),
         tiny.scheduler_config,
         tiny.source,
-        tiny.reason,
     )
 
 
@@ -119,8 +118,8 @@ def test_overflowing_guidance_is_an_error_not_a_black_image():
 
 @pytest.mark.parametrize("scheduler", ["pndm", "lms", "heun", "dpm++", "euler", "euler_a", "ddim", "unipc"])
 def test_every_scheduler_works_at_the_step_ceiling(scheduler: str):
-    """At num_inference_steps = num_train_timesteps - 1 (the most check_inputs allows) each scheduler visits distinct
-    timesteps and its update stays finite; one more step breaks PNDM, DDIM, DPM-Solver++ or UniPC."""
+    """At num_inference_steps = num_train_timesteps - 1 (the most GenerationSettings.check allows) each scheduler
+    visits distinct timesteps and its update stays finite; one more step breaks PNDM, DDIM, DPM-Solver++ or UniPC."""
     import warnings
 
     from helpers.models import SD15_SCHEDULER, make_scheduler

@@ -37,9 +37,31 @@ def test_pickle_only_folder_is_refused(tiny_model_dir, tmp_path):
         load_components(copy, device="cpu")
 
 
-def test_uncached_hub_id_offline_says_what_to_do(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+@pytest.fixture
+def offline_empty_cache(monkeypatch, tmp_path):
+    """huggingface_hub offline with an empty cache. It reads HF_HUB_OFFLINE and HF_HUB_CACHE once, at import, so a
+    changed environment variable would not reach it: its constants are what is patched."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+
+
+def test_offline_is_read_from_huggingface_hub_itself(monkeypatch):
+    """Whether a hub id may be downloaded follows the library's own HF_HUB_OFFLINE, not a second parse of the env."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda hub_id, **kw: asked.append(kw) or "/x")
+    for offline in (True, False):
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+        source = resolve_source("some/model", torch.device("cpu"))
+    assert [kw["local_files_only"] for kw in asked] == [True, False]
+    assert (source.kind, source.name, str(source.folder)) == ("hub", "some/model", "/x")  # the id kept, not parsed
+
+
+def test_uncached_hub_id_offline_says_what_to_do(offline_empty_cache):
     with pytest.raises(ModelSourceError) as caught:
         resolve_source("someone/not-a-model", torch.device("cpu"))
     message = str(caught.value)
@@ -50,14 +72,16 @@ def test_uncached_hub_id_offline_says_what_to_do(monkeypatch, tmp_path):
 
 def test_auto_on_cpu_picks_the_bundled_model(monkeypatch):
     monkeypatch.delenv("SD_MODEL", raising=False)
-    folder, reason = resolve_source("auto", torch.device("cpu"))
-    assert folder == BUNDLED_MODEL and "bundled" in reason and "no CUDA or MPS" in reason
+    source = resolve_source("auto", torch.device("cpu"))
+    assert source.folder == BUNDLED_MODEL and "bundled" in source.reason and "no CUDA or MPS" in source.reason
+    assert (source.kind, source.name, source.dtype) == ("bundled", "toy-sd", torch.float32)
 
 
 def test_sd_model_overrides_auto(monkeypatch, tiny_model_dir):
     monkeypatch.setenv("SD_MODEL", str(tiny_model_dir))
-    folder, reason = resolve_source("auto", torch.device("cpu"))
-    assert folder == tiny_model_dir and "SD_MODEL" in reason
+    source = resolve_source("auto", torch.device("cpu"))
+    assert source.folder == tiny_model_dir and "SD_MODEL" in source.reason
+    assert (source.kind, source.name) == ("folder", tiny_model_dir.name)
 
 
 def test_sd15_architecture_counts_and_shapes():
@@ -171,11 +195,23 @@ def test_a_scheduler_is_added_in_one_place(monkeypatch):
 
     from helpers import models, pnginfo
     from helpers.models import SchedulerEntry
-    from helpers.sampling import check_inputs
+    from helpers.settings import GenerationSettings
 
     monkeypatch.setitem(models.SCHEDULERS, "dpm2", SchedulerEntry(KDPM2DiscreteScheduler, "DPM2", 25))
-    check_inputs("a red circle", None, 64, 64, 20, 7.5, 1, "dpm2", 8)
-    text = pnginfo.format_parameters("a red circle", None, 20, "dpm2", 7.5, 1, 64, 64, "m")
+    settings = GenerationSettings("a red circle", None, 64, 64, 20, seed=1, scheduler="dpm2")
+    settings.check(vae_scale_factor=8)
+    text = pnginfo.format_parameters(settings, "m")
     assert "Sampler: DPM2," in text and pnginfo.parse_parameters(text)["scheduler"] == "dpm2"
     sched = models.make_scheduler("dpm2", models.SD15_SCHEDULER)
     assert isinstance(sched, KDPM2DiscreteScheduler)
+
+
+def test_a_snapshot_in_the_hub_cache_is_named_by_its_hub_id(tiny_model_dir, tmp_path):
+    """SD_MODEL pointing into the cache (models--org--name/snapshots/HASH) records org/name in PNGs, not the hash."""
+    import shutil
+
+    snapshot = tmp_path / "models--org--some-model" / "snapshots" / "abc123"
+    shutil.copytree(tiny_model_dir, snapshot)
+    source = resolve_source(str(snapshot), torch.device("cpu"))
+    assert (source.kind, source.name, source.folder) == ("folder", "org/some-model", snapshot)
+    assert resolve_source(str(tiny_model_dir), torch.device("cpu")).name == tiny_model_dir.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -18,12 +19,14 @@ from helpers.batch import work_items
 from helpers.models import Components
 from helpers.pnginfo import exact_parameters, format_parameters, parse_parameters, read_parameters, save_png
 from helpers.sampling import generate
+from helpers.settings import GenerationSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_format_matches_automatic1111():
-    text = format_parameters("a red circle", "a blue square", 20, "dpm++", 7.5, 42, 64, 48, "toy-sd")
+    settings = GenerationSettings("a red circle", "a blue square", 64, 48, 20, 7.5, seed=42, scheduler="dpm++")
+    text = format_parameters(settings, "toy-sd")
     assert text == (
         "a red circle\nNegative prompt: a blue square\n"
         "Steps: 20, Sampler: DPM++ 2M, CFG scale: 7.5, Seed: 42, Size: 48x64, Model: toy-sd"
@@ -34,11 +37,12 @@ def test_round_trip_regenerates_the_identical_image(tiny: Components, tmp_path):
     kwargs = dict(prompt="a red circle", negative_prompt="green", num_inference_steps=3, guidance_scale=5.0, seed=9)
     kwargs.update(height=64, width=48, scheduler="euler_a")
     first = generate(tiny, **kwargs)
-    text = format_parameters(kwargs["prompt"], "green", 3, "euler_a", 5.0, 9, 64, 48, "tiny")
+    text = format_parameters(GenerationSettings(**kwargs), "tiny")
     path = save_png(first.images[0], tmp_path / "a.png", text)
     parsed = read_parameters(path)
     assert parsed.pop("model") == "tiny" and parsed.pop("extra") == {}
     assert parsed == kwargs | {"prompt_weighting": True}
+    assert GenerationSettings.from_keywords(parsed) == GenerationSettings(**kwargs)
     again = generate(tiny, **parsed)
     assert np.array_equal(np.asarray(Image.open(path)), np.asarray(again.images[0]))
 
@@ -146,9 +150,9 @@ AWKWARD = dict(
 def test_exact_chunk_round_trips_what_the_a1111_text_cannot(tiny: Components, tmp_path):
     """Leading spaces, a prompt line that looks like the negative prompt, a long float, a comma in the model name."""
     first = generate(tiny, **AWKWARD)
-    values = [AWKWARD[k] for k in ("prompt", "negative_prompt", "num_inference_steps", "scheduler")]
-    values += [AWKWARD[k] for k in ("guidance_scale", "seed", "height", "width")] + ["my, model"]
-    path = save_png(first.images[0], tmp_path / "a.png", format_parameters(*values), exact_parameters(*values))
+    settings = GenerationSettings(**AWKWARD)
+    text, exact = format_parameters(settings, "my, model"), exact_parameters(settings, "my, model")
+    path = save_png(first.images[0], tmp_path / "a.png", text, exact)
     parsed = read_parameters(path)
     assert parsed.pop("model") == "my, model" and parsed.pop("extra") == {}
     assert parsed == AWKWARD | {"prompt_weighting": True}
@@ -156,11 +160,12 @@ def test_exact_chunk_round_trips_what_the_a1111_text_cannot(tiny: Components, tm
 
 
 def test_a1111_text_keeps_floats_and_quoted_model_names():
-    text = format_parameters("a red circle", None, 20, "dpm++", 7.123456789, 1, 64, 64, 'my, "model"')
+    settings = GenerationSettings("a red circle", None, 64, 64, 20, 7.123456789, seed=1, scheduler="dpm++")
+    text = format_parameters(settings, 'my, "model"')
     assert "CFG scale: 7.123456789" in text and 'Model: "my, \\"model\\""' in text
     parsed = parse_parameters(text)
     assert parsed["guidance_scale"] == 7.123456789 and parsed["model"] == 'my, "model"'
-    assert "CFG scale: 7.5," in format_parameters("x", None, 20, "dpm++", 7.5, 1, 64, 64, "m")
+    assert "CFG scale: 7.5," in format_parameters(dataclasses.replace(settings, guidance_scale=7.5), "m")
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ under 15 MB) in diffusers' layout, with the loss log beside them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -38,7 +39,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.image_processor import VaeImageProcessor
 from diffusers.models.attention_processor import AttnProcessor
+from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -71,6 +74,8 @@ class Config:
     min_snr_gamma: float = 0.0  # Min-SNR loss weighting (Hang et al. 2023); 0 is off, as in SD's training
     high_noise_share: float = 0.0  # extra share of timesteps drawn from the noisier half; 0 is uniform
     x0_weight_cap: float = 0.0  # weight noisy steps (SNR < 1) by 1/SNR, up to this cap; 0 is off
+    caption_noise: float = 0.0  # chance that a named attribute is named wrong (world.caption); EXPERIMENTS.md, I
+    variation: float = 0.0  # unnamed shade and lighting variety in the pictures (world.render); EXPERIMENTS.md, I
     seed: int = 0
 
 
@@ -153,14 +158,14 @@ def sample_timesteps(cfg: Config, batch: int, num_train_timesteps: int, gen: tor
     return torch.where(pick_high, high, t)
 
 
-def loss_weights(cfg: Config, alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def loss_weights(cfg: Config, noise_scheduler: DDPMScheduler, t: torch.Tensor) -> torch.Tensor:
     """Per-sample weights of the epsilon loss (all ones when both options are off).
 
     Min-SNR-gamma: min(SNR, gamma) / SNR. x0 weighting: max(1, 1/SNR) capped at `x0_weight_cap`; the epsilon
     error is sqrt(SNR) times the error in the clean picture, so at high noise a wrong colour costs almost
     nothing, and 1/SNR makes it cost what it does in the picture.
     """
-    snr = alphas_cumprod[t] / (1 - alphas_cumprod[t])
+    snr = compute_snr(noise_scheduler, t)
     weights = torch.ones(len(t))
     if cfg.min_snr_gamma > 0:
         weights = weights * snr.clamp(max=cfg.min_snr_gamma) / snr
@@ -171,13 +176,13 @@ def loss_weights(cfg: Config, alphas_cumprod: torch.Tensor, t: torch.Tensor) -> 
 
 def make_dataset(cfg: Config, rng: np.random.Generator) -> tuple[list[world.Scene], np.ndarray]:
     scenes = [world.sample_scene(rng) for _ in range(cfg.num_images)]
-    images = np.stack([world.render(s, rng) for s in tqdm(scenes, desc="draw toy world")])
+    images = np.stack([world.render(s, rng, cfg.variation) for s in tqdm(scenes, desc="draw toy world")])
     return scenes, images
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1], as SD's VAE expects."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1], as SD's VAE expects (diffusers' own conversion)."""
+    return VaeImageProcessor.normalize(VaeImageProcessor.numpy_to_pt(images.astype(np.float32) / 255.0))
 
 
 def train_vae(cfg: Config, images: np.ndarray, log: list[dict]) -> AutoencoderKL:
@@ -211,25 +216,6 @@ def encode_all(vae: AutoencoderKL, images: np.ndarray) -> tuple[torch.Tensor, to
     return torch.cat(means), torch.cat(stds)
 
 
-class EMA:
-    """Exponential moving average of a list of parameters (the weights that are saved)."""
-
-    def __init__(self, params: list[torch.nn.Parameter], decay: float):
-        self.params, self.decay = params, decay
-        self.shadow = [p.detach().clone() for p in params]
-
-    @torch.no_grad()
-    def update(self, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        for s, p in zip(self.shadow, self.params):
-            s.lerp_(p.detach(), 1 - d)
-
-    @torch.no_grad()
-    def copy_to_params(self) -> None:
-        for s, p in zip(self.shadow, self.params):
-            p.copy_(s)
-
-
 def train_unet(
     cfg: Config,
     scenes: list[world.Scene],
@@ -248,7 +234,8 @@ def train_unet(
     unet.set_attn_processor(AttnProcessor())
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.0)
-    ema = EMA(params, cfg.ema_decay)
+    # diffusers' EMA, with its default warm-up: decay min(ema_decay, (1 + step) / (10 + step)) at each step
+    ema = EMAModel(params, decay=cfg.ema_decay)
     noise_scheduler = DDPMScheduler.from_config(SD15_SCHEDULER)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     rng = np.random.default_rng(cfg.seed + 3)
@@ -257,7 +244,9 @@ def train_unet(
             group["lr"] = lr_at(step, cfg.unet_steps, cfg.unet_lr, cfg.warmup, cfg.lr_floor)
         idx = rng.integers(0, len(scenes), cfg.unet_batch)
         captions = [
-            "" if rng.random() < cfg.empty_caption_prob else world.caption(scenes[i], rng, cfg.caption_keep)
+            ""
+            if rng.random() < cfg.empty_caption_prob
+            else world.caption(scenes[i], rng, cfg.caption_keep, cfg.caption_noise)
             for i in idx
         ]
         ids = tokenizer(
@@ -270,17 +259,17 @@ def train_unet(
         noisy = noise_scheduler.add_noise(latents, noise, t)
         pred = unet(noisy, t, text_encoder(ids)[0]).sample
         per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
-        loss = (loss_weights(cfg, noise_scheduler.alphas_cumprod, t) * per_sample).mean()
+        loss = (loss_weights(cfg, noise_scheduler, t) * per_sample).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        ema.update(step)
+        ema.step(params)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         log.append(
             {"stage": "unet", "step": step, "loss": round(loss.item(), 6), "mse": round(per_sample.mean().item(), 6)}
         )
-    ema.copy_to_params()
+    ema.copy_to(params)
     unet.set_default_attn_processor()
     return unet.eval(), text_encoder.eval()
 
@@ -306,8 +295,10 @@ def save_model(
     shutil.rmtree(out / "tokenizer")
     shutil.copytree(TOKENIZER_DIR, out / "tokenizer")
     # Stored as float16 for size; transformers reads "dtype" as the dtype to load in.
-    text_config = out / "text_encoder" / "config.json"
-    text_config.write_text(text_config.read_text().replace('"dtype": "float16"', '"dtype": "float32"'))
+    text_config_path = out / "text_encoder" / "config.json"
+    text_config = json.loads(text_config_path.read_text())
+    text_config["dtype"] = "float32"
+    text_config_path.write_text(json.dumps(text_config, indent=2, sort_keys=True) + "\n")
     # SD v1.5's scheduler file itself: saving the scheduler writes every default of PNDM's (timestep_spacing
     # "leading" among them), which other schedulers built from the file would then take over, where SD v1.5's
     # file leaves them to each scheduler's own default.
@@ -330,39 +321,44 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="U-Net learning rate")
     parser.add_argument("--vae-steps", type=int, help="VAE steps")
     parser.add_argument("--batch", type=int, help="U-Net batch size")
-    parser.add_argument("--high-noise-share", type=float, default=0.0, help="share of timesteps from the noisier half")
-    parser.add_argument("--x0-weight-cap", type=float, default=0.0, help="weight noisy steps by 1/SNR up to this")
+    parser.add_argument("--high-noise-share", type=float, help="share of timesteps from the noisier half")
+    parser.add_argument("--x0-weight-cap", type=float, help="weight noisy steps by 1/SNR up to this")
     parser.add_argument("--ema-decay", type=float, help="EMA decay of the saved U-Net and text encoder weights")
     parser.add_argument("--lr-floor", type=float, help="the share of the rate the cosine decays to")
     parser.add_argument("--caption-keep", type=float, help="probability that a caption names each optional attribute")
     parser.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
-    parser.add_argument("--min-snr-gamma", type=float, default=0.0, help="Min-SNR loss weighting; 0 is off")
+    parser.add_argument("--min-snr-gamma", type=float, help="Min-SNR loss weighting; 0 is off")
+    parser.add_argument("--caption-noise", type=float, help="chance that a named attribute is named wrong, 0 to 1")
+    parser.add_argument("--variation", type=float, help="unnamed shade and lighting variety, 0 to 1 (world.render)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    cfg = SMOKE if args.smoke else Config()
-    cfg.seed = args.seed
-    cfg.unet_steps = args.steps or cfg.unet_steps
-    cfg.unet_lr = args.lr or cfg.unet_lr
-    cfg.vae_steps = args.vae_steps or cfg.vae_steps
-    cfg.unet_batch = args.batch or cfg.unet_batch
-    # Each option's allowed range, checked before any work; given options replace the config's values.
+    # Each option's config field and allowed range, checked before any work; an option given replaces the config's
+    # value (0 included), and the module's configs themselves are never changed.
     ranges = {
-        "high_noise_share": (0.0, 1.0),
-        "min_snr_gamma": (0.0, math.inf),
-        "x0_weight_cap": (0.0, math.inf),
-        "ema_decay": (0.0, 0.9999),
-        "lr_floor": (0.0, 1.0),
-        "caption_keep": (0.0, 1.0),
-        "warmup": (0, math.inf),
+        "steps": ("unet_steps", 1, math.inf),
+        "lr": ("unet_lr", 1e-12, math.inf),
+        "vae_steps": ("vae_steps", 1, math.inf),
+        "batch": ("unet_batch", 1, math.inf),
+        "high_noise_share": ("high_noise_share", 0.0, 1.0),
+        "min_snr_gamma": ("min_snr_gamma", 0.0, math.inf),
+        "x0_weight_cap": ("x0_weight_cap", 0.0, math.inf),
+        "ema_decay": ("ema_decay", 0.0, 0.9999),
+        "lr_floor": ("lr_floor", 0.0, 1.0),
+        "caption_keep": ("caption_keep", 0.0, 1.0),
+        "caption_noise": ("caption_noise", 0.0, 1.0),
+        "variation": ("variation", 0.0, 1.0),
+        "warmup": ("warmup", 0, math.inf),
     }
-    for name, (low, high) in ranges.items():
-        value = getattr(args, name)
+    changes = {"seed": args.seed}
+    for option, (field, low, high) in ranges.items():
+        value = getattr(args, option)
         if value is None:
             continue
         if not low <= value <= high:
-            parser.error(f"--{name.replace('_', '-')} must be between {low} and {high}, got {value}")
-        setattr(cfg, name, value)
+            parser.error(f"--{option.replace('_', '-')} must be between {low:g} and {high:g}, got {value}")
+        changes[field] = value
+    cfg = dataclasses.replace(SMOKE if args.smoke else Config(), **changes)
     torch.manual_seed(cfg.seed)
     started = time.time()
     log: list[dict] = []

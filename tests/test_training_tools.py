@@ -1,0 +1,62 @@
+"""The training script uses the libraries' own tools where they exist; each is checked against the rule it replaced."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler
+from diffusers.training_utils import EMAModel
+from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
+
+from helpers.models import SD15_SCHEDULER
+from toy import train
+
+
+def test_diffusers_ema_is_the_warmed_up_average_the_trainer_used():
+    """decay_k = min(decay, (1 + k) / (10 + k)), shadow += (1 - decay_k) * (param - shadow), from the first step."""
+    torch.manual_seed(0)
+    param = torch.nn.Parameter(torch.randn(50))
+    ema = EMAModel([param], decay=0.995)
+    shadow = param.detach().clone()
+    for k in range(300):
+        with torch.no_grad():
+            param.add_(torch.randn(50) * 0.1)
+        ema.step([param])
+        decay = min(0.995, (1 + k) / (10 + k))
+        shadow = shadow + (1 - decay) * (param.detach() - shadow)
+    assert torch.allclose(ema.shadow_params[0], shadow, atol=1e-6)
+    assert not torch.allclose(shadow, param.detach(), atol=1e-2)  # the average is not the last value
+
+
+def test_compute_snr_is_alpha_bar_over_one_minus_alpha_bar():
+    scheduler = DDPMScheduler.from_config(SD15_SCHEDULER)
+    t = torch.tensor([0, 10, 500, 999])
+    alphas_cumprod = scheduler.alphas_cumprod[t]
+    cfg = train.Config(min_snr_gamma=5.0)
+    expected = (alphas_cumprod / (1 - alphas_cumprod)).clamp(max=5.0) / (alphas_cumprod / (1 - alphas_cumprod))
+    assert torch.allclose(train.loss_weights(cfg, scheduler, t), expected, rtol=1e-5)
+    assert train.loss_weights(cfg, scheduler, t)[-1] == 1.0 and train.loss_weights(cfg, scheduler, t)[0] < 0.01
+
+
+def test_pixels_are_normalised_as_before_to_the_last_bit_or_one():
+    images = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
+    ours = train.to_tensor(images)
+    before = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    assert ours.shape == (1, 3, 16, 16) and ours.dtype == torch.float32
+    assert (ours - before).abs().max() <= 2.0**-23  # one unit in the last place at 1.0, at most
+    assert ours.min() == -1.0 and ours.max() == 1.0
+
+
+def test_learning_rate_is_transformers_min_lr_cosine_after_warmup():
+    """After warm-up the trainer's rate is transformers' cosine with a floor; during it, one step ahead (never 0)."""
+    total, warmup, base, floor = 200, 20, 1e-3, 0.02
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    schedule = get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total, min_lr_rate=floor)
+    theirs = []
+    for _ in range(total):
+        theirs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    ours = [train.lr_at(step, total, base, warmup, floor) for step in range(total)]
+    assert np.allclose(ours[warmup:], theirs[warmup:], rtol=1e-12)
+    assert np.allclose(ours[: warmup - 1], theirs[1:warmup], rtol=1e-12) and theirs[0] == 0 < ours[0]

@@ -2,6 +2,7 @@
 
     python -m toy.confusion models/toy-sd --guidance 3     # 270 prompts, DPM-Solver++ 20 steps, seed 0
     python -m toy.confusion models/toy-sd --guidance 3 --prompts evaluate --seed 1   # make evaluate's 164
+    python -m toy.confusion models/toy-sd --guidance 7.5 --prompts evaluate --seed 1 --scheduler pndm
 
 Prints the accuracy per attribute, colour and shape confusion tables (rows: named, columns: drawn), and each
 wrong colour with the size and background it was asked for. `--prompts evaluate` uses the training-split
@@ -17,7 +18,7 @@ from collections import Counter
 import numpy as np
 import torch
 
-from helpers.models import load_components
+from helpers.models import SCHEDULERS, load_components
 from helpers.sampling import generate
 from toy import world
 from toy.evaluate import single_prompts
@@ -30,6 +31,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompts", choices=("large", "evaluate"), default="large")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scheduler", default="dpm++", choices=sorted(SCHEDULERS))
+    parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     components = load_components(args.model, device="cpu", dtype=torch.float32)
@@ -39,8 +42,9 @@ def main() -> None:
         combos = itertools.product(world.BACKGROUNDS, world.COLORS, world.SHAPES, world.POSITIONS)
         prompts = [f"a large {color} {shape} {position} on a {bg} background" for bg, color, shape, position in combos]
     out = generate(
-        components, prompts, seed=args.seed, scheduler="dpm++", num_inference_steps=20, guidance_scale=args.guidance
-    )
+        components, prompts, seed=args.seed, scheduler=args.scheduler, num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+    )  # fmt: skip
     hits: Counter = Counter()
     colors: Counter = Counter()
     shapes: Counter = Counter()
@@ -54,7 +58,7 @@ def main() -> None:
             wrong[named["color"], drawn["color"], named["size"], want["background"]] += 1
         hits.update(key for key, ok in world.score(prompt, np.asarray(image)).items() if ok)
     print(
-        f"{len(prompts)} prompts, guidance {args.guidance}: "
+        f"{len(prompts)} prompts, {args.scheduler} {args.steps} steps, guidance {args.guidance}: "
         + ", ".join(
             f"{k} {100 * hits[k] / len(prompts):.1f}%" for k in ("color", "shape", "size", "position", "background")
         )

@@ -44,9 +44,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schedulers", nargs="+", default=["ddim", "dpm++", "pndm", "lms"])
     parser.add_argument("--guidance", nargs="+", type=float, default=[7.5, 2.0])
+    parser.add_argument("--model", default="bundled")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    components = load_components("bundled", device="cpu")
+    components = load_components(args.model, device="cpu")
     print(f"prompt {PROMPT!r}, seed 0, 20 steps; per U-Net call: t, std(gap = text - uncond), std(x0-hat)")
     for guidance in args.guidance:
         for name in args.schedulers:

@@ -89,30 +89,37 @@ def sample_scene(rng: np.random.Generator, split: str = "train", two_shape_prob:
     return Scene(tuple(shapes), background)
 
 
-def caption(scene: Scene, rng: np.random.Generator | None = None, keep: float = 0.7) -> str:
-    """The caption of a scene; with rng, each optional attribute is kept with probability `keep`."""
+def caption(scene: Scene, rng: np.random.Generator | None = None, keep: float = 0.7, noise: float = 0.0) -> str:
+    """The caption of a scene; with rng, each optional attribute is kept with probability `keep`.
+
+    `noise` is the chance that a named attribute is named wrong (a random value of its kind, possibly the right
+    one), as web captions often are; the shape's own word included.
+    """
 
     def kept() -> bool:
         return rng is None or rng.random() < keep
 
+    def said(value: str, values) -> str:
+        return str(rng.choice(list(values))) if rng is not None and noise and rng.random() < noise else value
+
     def noun_phrase(s: Shape, with_size: bool) -> str:
         words = ["a"]
         if with_size and kept():
-            words.append(s.size)
+            words.append(said(s.size, SIZES))
         if kept():
-            words.append(s.color)
-        words.append(s.shape)
+            words.append(said(s.color, COLORS))
+        words.append(said(s.shape, SHAPES))
         return " ".join(words)
 
     if len(scene.shapes) == 1:
         s = scene.shapes[0]
         text = noun_phrase(s, with_size=True)
         if kept():
-            text += " " + s.position
+            text += " " + said(s.position, POSITIONS)
     else:
         text = " and ".join(noun_phrase(s, with_size=False) for s in scene.shapes)
     if kept():
-        text += f" on a {scene.background} background"
+        text += f" on a {said(scene.background, BACKGROUNDS)} background"
     return text
 
 
@@ -130,10 +137,30 @@ def shape_mask(shape: str, cx: float, cy: float, half: float, size: int = IMAGE_
     raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
 
 
-def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
-    """Draw a scene as a uint8 array (H, W, 3); sizes and centres are jittered by rng."""
-    image = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-    image[:] = BACKGROUNDS[scene.background]
+def shade(rgb: tuple[int, int, int], rng: np.random.Generator, spread: float) -> np.ndarray:
+    """A colour moved by up to `spread` on each channel at random (it stays nearest its own name for spread < 45)."""
+    return np.asarray(rgb, np.float32) + rng.uniform(-spread, spread, 3).astype(np.float32)
+
+
+def lighting(rng: np.random.Generator, amplitude: float, size: int = IMAGE_SIZE) -> np.ndarray:
+    """A smooth random brightness field (H, W, 1): a 4x4 grid of values, interpolated; at most +-amplitude."""
+    grid = rng.uniform(-amplitude, amplitude, (4, 4)).astype(np.float32)
+    coords = np.linspace(0, 3, size, dtype=np.float32)
+    i = np.minimum(coords.astype(int), 2)
+    f = coords - i
+    rows = grid[i] * (1 - f)[:, None] + grid[i + 1] * f[:, None]  # (size, 4)
+    return (rows[:, i] * (1 - f) + rows[:, i + 1] * f)[..., None]
+
+
+def render(scene: Scene, rng: np.random.Generator, variation: float = 0.0) -> np.ndarray:
+    """Draw a scene as a uint8 array (H, W, 3); sizes and centres are jittered by rng.
+
+    `variation` (0 to 1) adds what a caption never names, as real photographs have it: every colour's shade
+    varies (up to 24 x variation per channel) and a smooth lighting field brightens or darkens the picture (up
+    to 16 x variation). At 0 the colours are the named ones exactly and rng is drawn from as before.
+    """
+    image = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
+    image[:] = shade(BACKGROUNDS[scene.background], rng, 24 * variation) if variation else BACKGROUNDS[scene.background]
     for s in scene.shapes:
         cx, cy = POSITIONS[s.position]
         if len(scene.shapes) == 1:
@@ -143,8 +170,12 @@ def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
         half = rng.uniform(*SIZES[s.size])
         if len(scene.shapes) > 1:
             half = min(half, 11.0)
-        image[shape_mask(s.shape, cx, cy, half)] = COLORS[s.color]
-    return image
+        image[shape_mask(s.shape, cx, cy, half)] = (
+            shade(COLORS[s.color], rng, 24 * variation) if variation else COLORS[s.color]
+        )
+    if variation:
+        image += lighting(rng, 16 * variation)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 def parse_caption(text: str) -> dict:

@@ -23,7 +23,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.timing import timed_call
-from helpers.models import Components, diffusers_pipeline, make_scheduler, random_components, sd15_random_components
+from helpers.models import Components, make_scheduler
+from helpers.reference import diffusers_pipeline, random_components, sd15_random_components
 from helpers.sampling import generate
 from helpers.speed import apply_fast_path
 

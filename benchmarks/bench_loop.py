@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.timing import MIN_ROUNDS, seconds, summarize
-from helpers.models import SCHEDULERS, diffusers_pipeline, load_components, sd15_random_components
+from helpers.models import SCHEDULERS, load_components
+from helpers.reference import diffusers_pipeline, sd15_random_components
 from helpers.sampling import generate
 from helpers.seeding import make_generator
 

@@ -16,7 +16,8 @@ import argparse
 import torch
 
 from benchmarks.timing import median_seconds
-from helpers.models import load_components, sd15_architecture
+from helpers.models import load_components
+from helpers.reference import sd15_architecture
 
 # (in channels, out channels, kernel, latent side): the bundled U-Net's, then SD v1.5's
 SHAPES = [(48, 48, 3, 8), (96, 96, 3, 4), (96, 96, 1, 8), (320, 320, 3, 64), (640, 640, 3, 32), (1280, 1280, 3, 8)]

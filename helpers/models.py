@@ -1,4 +1,4 @@
-"""Where a model comes from and how its components are loaded; the scheduler registry.
+"""Where a model comes from (ModelSource) and how its components are loaded.
 
 A model source is one of:
 - a hub id, e.g. ``stable-diffusion-v1-5/stable-diffusion-v1-5`` (downloaded or cached);
@@ -20,18 +20,16 @@ from pathlib import Path
 import torch
 from diffusers import (
     AutoencoderKL,
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    LMSDiscreteScheduler,
     PNDMScheduler,
     UNet2DConditionModel,
-    UniPCMultistepScheduler,
 )
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import CLIPTextModel, CLIPTokenizer
+
+# the scheduler registry (helpers/schedulers.py), re-exported: models.SCHEDULERS reads naturally in the notebook
+from helpers.schedulers import SCHEDULERS as SCHEDULERS
+from helpers.schedulers import SchedulerEntry as SchedulerEntry
+from helpers.schedulers import check_scheduler_name as check_scheduler_name
+from helpers.schedulers import make_scheduler as make_scheduler
 
 SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -43,27 +41,6 @@ SD15_SCHEDULER = json.loads((SD15_CONFIGS / "scheduler_config.json").read_text()
 COMPONENTS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
 WEIGHTED = ("text_encoder", "unet", "vae")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
-
-
-@dataclass(frozen=True)
-class SchedulerEntry:
-    """Everything the project knows about one scheduler: adding a scheduler is adding one entry below."""
-
-    cls: type[SchedulerMixin]  # the diffusers class, built from the model's own scheduler config
-    a1111_name: str  # how AUTOMATIC1111 names the sampler in PNG parameters
-    usual_steps: int  # the step count it is usually run at (toy.evaluate measures each at it)
-
-
-SCHEDULERS: dict[str, SchedulerEntry] = {
-    "pndm": SchedulerEntry(PNDMScheduler, "PLMS", 50),
-    "lms": SchedulerEntry(LMSDiscreteScheduler, "LMS", 50),
-    "heun": SchedulerEntry(HeunDiscreteScheduler, "Heun", 25),
-    "dpm++": SchedulerEntry(DPMSolverMultistepScheduler, "DPM++ 2M", 20),
-    "euler": SchedulerEntry(EulerDiscreteScheduler, "Euler", 30),
-    "euler_a": SchedulerEntry(EulerAncestralDiscreteScheduler, "Euler a", 30),
-    "ddim": SchedulerEntry(DDIMScheduler, "DDIM", 50),
-    "unipc": SchedulerEntry(UniPCMultistepScheduler, "UniPC", 20),
-}
 
 
 class ModelSourceError(ValueError):
@@ -115,19 +92,6 @@ class Components:
     @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-
-def check_scheduler_name(name: object) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"scheduler must be a str, one of {sorted(SCHEDULERS)}, got {type(name).__name__} {name!r}")
-    if name not in SCHEDULERS:
-        raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}, got {name!r}")
-    return name
-
-
-def make_scheduler(name: str, scheduler_config: dict) -> SchedulerMixin:
-    """A fresh scheduler of the registered kind, configured from the model's own scheduler config."""
-    return SCHEDULERS[check_scheduler_name(name)].cls.from_config(scheduler_config)
 
 
 def pick_device() -> torch.device:
@@ -314,56 +278,6 @@ def is_bundled(components: Components) -> bool:
     return components.source.kind == "bundled"
 
 
-def sd15_architecture(device: torch.device | str = "meta", dtype: torch.dtype = torch.float32):
-    """SD v1.5's text encoder, U-Net and VAE built from their published configs, with random weights.
-
-    On the "meta" device nothing is allocated: good for parameter counts and shapes.
-    """
-    from transformers import CLIPTextConfig
-
-    with torch.device(device):
-        text_encoder = CLIPTextModel(CLIPTextConfig.from_json_file(SD15_CONFIGS / "text_encoder_config.json"))
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD15_CONFIGS / "unet_config.json"))
-        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(SD15_CONFIGS / "vae_config.json"))
-    if dtype != torch.float32:
-        text_encoder, unet, vae = text_encoder.to(dtype), unet.to(dtype), vae.to(dtype)
-    return text_encoder, unet, vae
-
-
-def random_components(
-    text_encoder: CLIPTextModel, unet: UNet2DConditionModel, vae: AutoencoderKL, name: str, reason: str
-) -> Components:
-    """Networks built in memory (random weights), with SD v1.5's tokenizer and scheduler config, as Components."""
-    for model in (text_encoder, unet, vae):
-        model.eval().requires_grad_(False)
-    source = ModelSource(SD15_CONFIGS, "random", name, unet.device, unet.dtype, reason)
-    tokenizer = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER)
-    return Components(tokenizer, text_encoder, unet, vae, dict(SD15_SCHEDULER), source)
-
-
-def sd15_random_components(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Components:
-    """SD v1.5's architecture with random weights, ready for the loop (speed does not depend on the weights)."""
-    return random_components(*sd15_architecture(device, dtype), "sd15-random", "SD v1.5 architecture, random weights")
-
-
 def model_name(components: Components) -> str:
     """A short name for the model: "toy-sd", the hub id, or the folder's name (decided by `resolve_source`)."""
     return components.source.name
-
-
-def diffusers_pipeline(components: Components, scheduler: str, pipeline_class=None):
-    """diffusers' own pipeline (StableDiffusionPipeline by default) on the very same components."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = (pipeline_class or StableDiffusionPipeline)(
-        vae=components.vae,
-        text_encoder=components.text_encoder,
-        tokenizer=components.tokenizer,
-        unet=components.unet,
-        scheduler=make_scheduler(scheduler, components.scheduler_config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe

@@ -305,12 +305,10 @@ def generate(
     changing them in place.
     """
     started = time.perf_counter()
-    # 0. Default height and width from the U-Net's sample size
-    settings = GenerationSettings(
-        prompt=prompt, negative_prompt=negative_prompt, height=height, width=width,
-        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-        num_images_per_prompt=num_images_per_prompt, seed=seed, scheduler=scheduler, prompt_weighting=prompt_weighting,
-    ).sized(components.unet.config.sample_size, components.vae_scale_factor)  # fmt: skip
+    # 0. The settings among the keywords (each field of GenerationSettings is a keyword of the same name), with
+    # height and width defaulting to the U-Net's sample size
+    settings = GenerationSettings.from_keywords(locals())
+    settings = settings.sized(components.unet.config.sample_size, components.vae_scale_factor)
     # 1.-3. Check inputs, encode the prompt, set the timesteps
     run = prepare(components, settings, generator, callback)
     sched = run.scheduler
@@ -364,11 +362,7 @@ def img2img(
     """
     started = time.perf_counter()
     width, height = image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
-    settings = GenerationSettings(
-        prompt=prompt, negative_prompt=negative_prompt, height=height, width=width,
-        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-        num_images_per_prompt=num_images_per_prompt, seed=seed, scheduler=scheduler, prompt_weighting=prompt_weighting,
-    )  # fmt: skip
+    settings = GenerationSettings.from_keywords(locals())  # the keywords, and the picture's own size
     if check_number("strength", strength, 0.0) > 1:
         raise ValueError(f"strength must be a number between 0 and 1, got {strength!r}")
     run = prepare(components, settings, generator, callback)

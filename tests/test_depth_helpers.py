@@ -11,7 +11,8 @@ from diffusers import StableDiffusionImg2ImgPipeline
 from diffusers.models.attention_processor import Attention, AttnProcessor
 
 from helpers.attention import CapturingProcessor, CrossAttentionStore, capture_cross_attention
-from helpers.models import Components, diffusers_pipeline, make_scheduler
+from helpers.models import Components, make_scheduler
+from helpers.reference import diffusers_pipeline
 from helpers.sampling import Step, generate, img2img, predicted_x0, slerp
 from helpers.seeding import make_generator
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from torch.overrides import TorchFunctionMode
 
-from helpers.models import SCHEDULERS, Components, diffusers_pipeline
+from helpers.models import SCHEDULERS, Components
+from helpers.reference import diffusers_pipeline
 from helpers.sampling import generate
 from helpers.seeding import make_generator
 

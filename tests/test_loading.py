@@ -7,14 +7,8 @@ import shutil
 import pytest
 import torch
 
-from helpers.models import (
-    BUNDLED_MODEL,
-    ModelSourceError,
-    check_model_folder,
-    load_components,
-    resolve_source,
-    sd15_architecture,
-)
+from helpers.models import BUNDLED_MODEL, ModelSourceError, check_model_folder, load_components, resolve_source
+from helpers.reference import sd15_architecture
 
 
 def test_missing_folder_is_named(tmp_path):

@@ -10,7 +10,8 @@ import torch
 from transformers import CLIPTokenizer
 
 from helpers import prompts
-from helpers.models import CLIP_TOKENIZER, Components, diffusers_pipeline
+from helpers.models import CLIP_TOKENIZER, Components
+from helpers.reference import diffusers_pipeline
 from helpers.sampling import generate, prompt_embeddings
 from helpers.seeding import make_generator
 

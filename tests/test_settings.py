@@ -12,7 +12,8 @@ from diffusers import StableDiffusionImg2ImgPipeline
 from PIL import Image
 
 from helpers import pnginfo
-from helpers.models import Components, diffusers_pipeline
+from helpers.models import Components
+from helpers.reference import diffusers_pipeline
 from helpers.sampling import generate, img2img
 from helpers.seeding import make_generator
 from helpers.settings import GenerationSettings

@@ -6,7 +6,6 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel
-from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from helpers.models import SD15_SCHEDULER
 from toy import train
@@ -45,18 +44,3 @@ def test_pixels_are_normalised_as_before_to_the_last_bit_or_one():
     assert ours.shape == (1, 3, 16, 16) and ours.dtype == torch.float32
     assert (ours - before).abs().max() <= 2.0**-23  # one unit in the last place at 1.0, at most
     assert ours.min() == -1.0 and ours.max() == 1.0
-
-
-def test_learning_rate_is_transformers_min_lr_cosine_after_warmup():
-    """After warm-up the trainer's rate is transformers' cosine with a floor; during it, one step ahead (never 0)."""
-    total, warmup, base, floor = 200, 20, 1e-3, 0.02
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
-    schedule = get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total, min_lr_rate=floor)
-    theirs = []
-    for _ in range(total):
-        theirs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
-    ours = [train.lr_at(step, total, base, warmup, floor) for step in range(total)]
-    assert np.allclose(ours[warmup:], theirs[warmup:], rtol=1e-12)
-    assert np.allclose(ours[: warmup - 1], theirs[1:warmup], rtol=1e-12) and theirs[0] == 0 < ours[0]

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from transformers import CLIPTokenizer
 
-from helpers.models import CLIP_TOKENIZER, SD15_SCHEDULER, sd15_architecture
+from helpers.models import CLIP_TOKENIZER, SD15_SCHEDULER
+from helpers.reference import sd15_architecture
 
 MODEL_INDEX = {
     "_class_name": "StableDiffusionPipeline",

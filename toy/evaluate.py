@@ -163,7 +163,7 @@ def main() -> None:
 
     lines += ["", "## Stable Diffusion's defaults: every scheduler at guidance 7.5, training split", ""]
     lines += [
-        "Each scheduler at 20 steps and at the step count it is usually run at (`SCHEDULERS` in helpers/models.py)."
+        "Each scheduler at 20 steps and at the step count it is usually run at (`SCHEDULERS` in helpers/schedulers.py)."
     ]
     lines += [""]
     rows = []
@@ -217,7 +217,7 @@ def main() -> None:
             ]
         ),
     ]
-    fig = plot_curves(curves)
+    fig = plot_curves(curves, f"{components.source.name}, 20 steps: adherence by guidance scale")
     fig.savefig(HERE / "guidance_curve.png", dpi=90)
 
     lines += ["", "## Held-out combinations, guidance 7.5, 20 steps", ""]
@@ -307,7 +307,7 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def plot_curves(curves: dict[str, list[float]]):
+def plot_curves(curves: dict[str, list[float]], title: str):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -317,7 +317,7 @@ def plot_curves(curves: dict[str, list[float]]):
     ax.set_ylabel("adherence, % (mean of the five attributes)")
     ax.set_ylim(0, 100)
     ax.axvline(7.5, color="gray", linestyle=":", linewidth=1)
-    ax.set_title("Bundled model, 20 steps: adherence by guidance scale")
+    ax.set_title(title)
     ax.legend(ncol=4, fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig

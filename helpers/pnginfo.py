@@ -77,7 +77,9 @@ def format_parameters(settings: GenerationSettings, model: str) -> str:
 def exact_parameters(settings: GenerationSettings, model: str) -> str:
     """The exact settings as JSON (the `sd-step-by-step` chunk): every value reads back unchanged."""
     s = _one_image(settings)
-    exact = {key: getattr(s, key) for key in KEYWORDS} | {"model": model}
+    # every field of the settings value itself (a field added to GenerationSettings is recorded with no change here)
+    exact = {f.name: getattr(s, f.name) for f in dataclasses.fields(s) if f.name != "num_images_per_prompt"}
+    exact["model"] = model
     return json.dumps(exact, sort_keys=True, default=lambda value: value.item())  # numpy scalars as Python numbers
 
 

@@ -8,12 +8,14 @@ same components, seed and scheduler, both give the same pixels:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import random
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -276,51 +278,56 @@ def prepare(
     return Prepared(settings, prompts, seed, generator, embeds, sched)
 
 
+def settings_from(function: str, keywords: dict) -> GenerationSettings:
+    """A GenerationSettings from a call's keywords; a keyword that is not a setting is a TypeError naming it."""
+    unknown = sorted(set(keywords) - {field.name for field in dataclasses.fields(GenerationSettings)})
+    if unknown:
+        raise TypeError(f"{function}() got unknown keyword(s) {', '.join(map(repr, unknown))}: {SETTINGS_HELP}")
+    return GenerationSettings(**keywords)
+
+
+SETTINGS_HELP = "the settings are " + ", ".join(field.name for field in dataclasses.fields(GenerationSettings))
+
+
 @torch.inference_mode()
 def generate(
     components: Components,
     prompt: str | list[str],
-    negative_prompt: str | list[str] | None = None,
-    height: int | None = None,
-    width: int | None = None,
-    num_inference_steps: int = 50,
-    guidance_scale: float = 7.5,
-    num_images_per_prompt: int = 1,
-    seed: int | None = None,
+    *,
     generator: torch.Generator | None = None,
-    scheduler: str = "pndm",
     callback: StepCallback | None = None,
     progress: bool = False,
-    prompt_weighting: bool = True,
+    **settings: Any,
 ) -> Generation:
     """Text to image with the hand-written loop. `callback(step)` runs after each scheduler step.
 
-    The settings' defaults and rules are `GenerationSettings`' (`helpers.settings`); a settings value is passed as
-    `generate(components, **settings.keywords())`. `prompt_weighting` (default on) reads prompts as AUTOMATIC1111
-    does: `(word:1.3)`, `((word))`, `[word]`, `BREAK`, and any length (chunks of 75 tokens); off, they are cut at
-    77 tokens as in diffusers.
+    The keywords after the prompt are the fields of `GenerationSettings` (`helpers/settings.py`), with its defaults,
+    SD v1.5's: negative_prompt=None, height and width from the model, num_inference_steps=50, guidance_scale=7.5,
+    num_images_per_prompt=1, seed=None (random), scheduler="pndm", prompt_weighting=True (prompts read as
+    AUTOMATIC1111 reads them: `(word:1.3)`, `[word]`, `BREAK`, any length; off, cut at 77 tokens as in diffusers).
+    So a new setting is one field there, and `generate(components, **settings.keywords())` passes a settings value.
 
     Runs under torch.inference_mode (no_grad without autograd's version counting, so each small op costs less;
     diffusers' pipeline uses no_grad). The returned latents are inference tensors: read them, copy before
     changing them in place.
     """
     started = time.perf_counter()
-    # 0. The settings among the keywords (each field of GenerationSettings is a keyword of the same name), with
-    # height and width defaulting to the U-Net's sample size
-    settings = GenerationSettings.from_keywords(locals())
+    # 0. The settings, with height and width defaulting to the U-Net's sample size times the VAE scale factor
+    settings = settings_from("generate", {"prompt": prompt, **settings})
     settings = settings.sized(components.unet.config.sample_size, components.vae_scale_factor)
     # 1.-3. Check inputs, encode the prompt, set the timesteps
     run = prepare(components, settings, generator, callback)
     sched = run.scheduler
     # 4. Initial latents from the CPU generator
-    batch = len(run.prompts) * num_images_per_prompt
+    batch = len(run.prompts) * settings.num_images_per_prompt
     latents = initial_latents(components, batch, settings.height, settings.width, run.generator, sched.init_noise_sigma)
     # 5. Denoising loop
+    guidance = settings.guidance_scale
     latents = denoise(
-        components, sched, sched.timesteps, latents, run.embeds, guidance_scale, run.generator, callback, progress
+        components, sched, sched.timesteps, latents, run.embeds, guidance, run.generator, callback, progress
     )
     # 6. Decode with the VAE
-    pixels = check_finite(to_numpy(decode(components, latents, run.generator)), guidance_scale)
+    pixels = check_finite(to_numpy(decode(components, latents, run.generator)), guidance)
     return Generation(to_pil(pixels), pixels, latents, run.seed, len(sched.timesteps), time.perf_counter() - started)
 
 
@@ -344,43 +351,40 @@ def img2img(
     image: Image.Image | np.ndarray,
     prompt: str | list[str],
     strength: float = 0.8,
-    negative_prompt: str | list[str] | None = None,
-    num_inference_steps: int = 50,
-    guidance_scale: float = 7.5,
-    num_images_per_prompt: int = 1,
-    seed: int | None = None,
+    *,
     generator: torch.Generator | None = None,
-    scheduler: str = "pndm",
     callback: StepCallback | None = None,
     progress: bool = False,
-    prompt_weighting: bool = True,
+    **settings: Any,
 ) -> Generation:
     """Image to image by hand: encode the picture, noise it to `strength`, run the remaining steps.
 
     strength 1.0 starts from (almost) pure noise; 0.0 returns the encoded picture untouched. Mirrors
-    diffusers' StableDiffusionImg2ImgPipeline step for step. The size is the picture's.
+    diffusers' StableDiffusionImg2ImgPipeline step for step. The other keywords are `generate`'s settings, but for
+    height and width: the size is the picture's.
     """
     started = time.perf_counter()
+    if "height" in settings or "width" in settings:
+        raise TypeError("img2img() takes no height or width: the size is the picture's")
     width, height = image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
-    settings = GenerationSettings.from_keywords(locals())  # the keywords, and the picture's own size
+    settings = settings_from("img2img", {"prompt": prompt, "height": height, "width": width, **settings})
     if check_number("strength", strength, 0.0) > 1:
         raise ValueError(f"strength must be a number between 0 and 1, got {strength!r}")
     run = prepare(components, settings, generator, callback)
-    sched = run.scheduler
+    sched, steps = run.scheduler, settings.num_inference_steps
     # Skip the first (1 - strength) of the steps: start part-way down the noise schedule
-    t_start = num_inference_steps - min(int(num_inference_steps * strength), num_inference_steps)
+    t_start = steps - min(int(steps * strength), steps)
     timesteps = sched.timesteps[t_start * sched.order :]
     if hasattr(sched, "set_begin_index"):
         sched.set_begin_index(t_start * sched.order)
     clean = encode_image(components, image, run.generator)
-    batch = len(run.prompts) * num_images_per_prompt
+    batch = len(run.prompts) * settings.num_images_per_prompt
     clean = torch.cat([clean] * batch) if batch > 1 else clean  # as diffusers (keeps its memory layout)
     noise = cpu_noise(tuple(clean.shape), run.generator, components.device, components.dtype)
     latents = sched.add_noise(clean, noise, timesteps[:1].repeat(batch)) if len(timesteps) else clean
-    latents = denoise(
-        components, sched, timesteps, latents, run.embeds, guidance_scale, run.generator, callback, progress
-    )
-    pixels = check_finite(to_numpy(decode(components, latents, run.generator)), guidance_scale)
+    guidance = settings.guidance_scale
+    latents = denoise(components, sched, timesteps, latents, run.embeds, guidance, run.generator, callback, progress)
+    pixels = check_finite(to_numpy(decode(components, latents, run.generator)), guidance)
     return Generation(to_pil(pixels), pixels, latents, run.seed, len(timesteps), time.perf_counter() - started)
 
 

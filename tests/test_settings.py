@@ -21,17 +21,40 @@ from helpers.settings import GenerationSettings
 FIELDS = {field.name: field.default for field in dataclasses.fields(GenerationSettings)}
 
 
-@pytest.mark.parametrize("function", [generate, img2img])
-def test_every_setting_is_a_keyword_with_the_same_default(function):
-    """A new field with no keyword, or a keyword whose default drifts from the field's, fails here."""
-    parameters = inspect.signature(function).parameters
-    for name, default in FIELDS.items():
-        if function is img2img and name in ("height", "width"):  # the picture's own size
-            assert name not in parameters
-            continue
-        assert name in parameters, f"{function.__name__} has no keyword {name!r}"
-        expected = inspect.Parameter.empty if default is dataclasses.MISSING else default
-        assert parameters[name].default == expected, f"{function.__name__}({name}=...) default differs"
+def test_a_new_setting_is_one_field(tiny: Components, monkeypatch, tmp_path):
+    """Adding a setting is adding a field to GenerationSettings: generate and img2img take it as a keyword, the PNG
+    records it and reads it back, with no other change. (What the setting does is then up to the loop.)"""
+    from helpers import sampling
+
+    extended = dataclasses.make_dataclass(
+        "Extended", [("clip_skip", int, dataclasses.field(default=0))], bases=(GenerationSettings,), frozen=True
+    )
+    monkeypatch.setattr(sampling, "GenerationSettings", extended)
+    seen = []
+    real_prepare = sampling.prepare
+    monkeypatch.setattr(sampling, "prepare", lambda c, s, *a: seen.append(s) or real_prepare(c, s, *a))
+    generate(tiny, "a red circle", num_inference_steps=2, seed=1, clip_skip=2)
+    img2img(tiny, np.zeros((32, 32, 3), np.uint8), "a red circle", 0.5, num_inference_steps=2, seed=1, clip_skip=3)
+    assert [s.clip_skip for s in seen] == [2, 3]
+    settings = dataclasses.replace(seen[0], prompt="a red circle")
+    path = pnginfo.save_png(
+        Image.new("RGB", (8, 8)), tmp_path / "a.png", "x\nSteps: 1", pnginfo.exact_parameters(settings, "m")
+    )
+    assert extended.from_keywords(pnginfo.read_parameters(path)) == settings
+
+
+def test_a_keyword_that_is_no_setting_is_named():
+    with pytest.raises(TypeError, match="generate.*'num_inference_step'.*num_inference_steps"):
+        generate(None, "a red circle", num_inference_step=3)  # refused before the model is touched
+    with pytest.raises(TypeError, match="img2img.*height"):
+        img2img(None, np.zeros((8, 8, 3), np.uint8), "a", height=8)
+
+
+def test_generate_and_img2img_default_to_sd15s_settings():
+    assert (FIELDS["scheduler"], FIELDS["num_inference_steps"], FIELDS["guidance_scale"]) == ("pndm", 50, 7.5)
+    for function in (generate, img2img):
+        names = set(inspect.signature(function).parameters)
+        assert not names & (set(FIELDS) - {"prompt"}), "settings are GenerationSettings' fields, not keywords here"
 
 
 def test_the_exact_png_chunk_holds_every_setting_of_one_picture(tmp_path):

@@ -22,7 +22,7 @@ import torch
 
 from helpers.models import SCHEDULERS, Components, load_components
 from helpers.plotting import image_grid
-from helpers.sampling import decode, generate, to_numpy
+from helpers.sampling import decode, generate, to_numpy, to_pil
 from toy import world
 from toy.train import to_tensor
 
@@ -76,7 +76,7 @@ def vae_ceiling(components: Components, rng: np.random.Generator, variation: flo
     images = np.stack([world.render(scene, rng, variation) for scene in scenes])
     vae = components.vae
     latents = vae.encode(to_tensor(images)).latent_dist.mode() * vae.config.scaling_factor
-    decoded = (to_numpy(decode(components, latents)) * 255).round().astype(np.uint8)
+    decoded = [np.asarray(image) for image in to_pil(to_numpy(decode(components, latents)))]
     hits: dict[str, list[bool]] = defaultdict(list)
     for scene, image in zip(scenes, decoded):
         for key, ok in world.score(world.caption(scene), image).items():

@@ -1,8 +1,9 @@
 """`GenerationSettings`: what one call of `generate` is asked for, with its defaults and its rules, in one place.
 
-`generate` and `img2img` take these as keywords (as diffusers' pipelines do) and build a `GenerationSettings`;
-`helpers.batch`, the PNG chunks (`helpers.pnginfo`) and the notebook pass the value itself around. Adding a
-setting: a field here, its rule in `check`, the keyword in `generate` (a test checks that the defaults agree).
+`generate` and `img2img` take every field as a keyword (as diffusers' pipelines take theirs) and build a
+`GenerationSettings`; `helpers.batch`, the PNG chunks (`helpers.pnginfo`) and the notebook pass the value itself
+around. Adding a setting: a field here and its rule in `check`; nothing else changes for it to be accepted,
+checked, recorded in PNGs and read back (tests/test_settings.py::test_a_new_setting_is_one_field).
 """
 
 from __future__ import annotations

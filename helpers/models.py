@@ -273,11 +273,6 @@ def load_folder(source: ModelSource) -> Components:
     return Components(tokenizer, text_encoder, unet, vae, dict(scheduler_config), source)
 
 
-def is_bundled(components: Components) -> bool:
-    """Whether the components are the bundled toy model's."""
-    return components.source.kind == "bundled"
-
-
 def model_name(components: Components) -> str:
     """A short name for the model: "toy-sd", the hub id, or the folder's name (decided by `resolve_source`)."""
     return components.source.name

@@ -30,8 +30,6 @@ from helpers.settings import GenerationSettings
 # "Key: value" pairs of the last line; a value may be a quoted string holding commas (AUTOMATIC1111's regex)
 PARAM_RE = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 EXACT_CHUNK = "sd-step-by-step"  # the exact settings, as JSON
-# the settings a PNG records (one picture each, so not num_images_per_prompt)
-KEYWORDS = tuple(f.name for f in dataclasses.fields(GenerationSettings) if f.name != "num_images_per_prompt")
 
 
 def _number_text(value: float) -> str:

@@ -26,9 +26,7 @@ from PIL import Image
 from helpers.models import Components, make_scheduler
 from helpers.prompts import encode_weighted, is_plain
 from helpers.seeding import check_seed, cpu_noise, make_generator
-from helpers.settings import INPUT_RULES, MAX_IMAGES, MAX_SIDE, GenerationSettings, check_number
-
-__all__ = ["INPUT_RULES", "MAX_IMAGES", "MAX_SIDE", "GenerationSettings", "generate", "img2img"]
+from helpers.settings import GenerationSettings, check_number
 
 
 @dataclass

@@ -64,6 +64,28 @@ def test_draws_what_the_prompt_names(bundled: Components):
     assert sum(score["color"] for score in scores) >= len(PROMPTS) - 1, scores
 
 
+def results_row(setting: str) -> dict[str, float]:
+    """One row of toy/RESULTS.md's table of Stable Diffusion's defaults, e.g. 'pndm, 20 steps'."""
+    lines = (BUNDLED_MODEL.parents[1] / "toy" / "RESULTS.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| setting |"))
+    row = next(line for line in lines if line.startswith(f"| {setting} |"))
+    names, values = header.strip("|").split("|"), row.strip("|").split("|")
+    return {n.strip(): float(v) for n, v in zip(names[1:], values[1:]) if n.strip() in ("color", "shape")}
+
+
+@pytest.mark.parametrize("scheduler", ["pndm", "lms", "dpm++"])
+def test_sd_defaults_give_what_the_results_claim(bundled: Components, scheduler: str):
+    """Stable Diffusion's defaults, 20 steps at guidance 7.5, on `make evaluate`'s 164 training prompts and seed:
+    colour and shape within 3 points (5 pictures in 164) of what toy/RESULTS.md claims for this model."""
+    from toy.evaluate import accuracy, single_prompts
+
+    prompts = single_prompts("train", np.random.default_rng(0), 2)  # toy.evaluate's first draw
+    measured, _, _ = accuracy(bundled, prompts, seed=3, num_inference_steps=20, guidance_scale=7.5, scheduler=scheduler)
+    claimed = results_row(f"{scheduler}, 20 steps")
+    for key, value in claimed.items():
+        assert abs(measured[key] - value) <= 3.0, (scheduler, key, measured[key], value)
+
+
 def test_training_smoke_run(tmp_path):
     out = tmp_path / "smoke"
     run = subprocess.run(
@@ -120,6 +142,7 @@ def test_training_smoke_run(tmp_path):
         ("--steps", "0"),  # once silently replaced by the default (`args.steps or cfg.unet_steps`)
         ("--caption-noise", "1.5"),
         ("--variation", "-1"),
+        ("--color-range", "1.5"),
     ],
 )
 def test_training_refuses_an_option_out_of_range(tmp_path, flag: str, value: str):

@@ -102,6 +102,30 @@ def test_variation_changes_shades_and_lighting_but_not_what_is_read():
     assert set(map(tuple, flat.reshape(-1, 3))) == {(255, 0, 0), (128, 128, 128)}  # variation 0: the named colours
 
 
+def test_a_named_colour_covers_a_range_and_stays_nearest_its_name():
+    """With color_range, "red" is many reds (as in real captions) but never nearer another name, and a shape stands
+    out from its background by more than world.foreground's threshold (60; MIN_CONTRAST before clipping to
+    0..255): every drawn scene still reads back as its caption says."""
+    rng = np.random.default_rng(6)
+    for name, rgb in world.NAMED.items():  # the ball's edge (color_range 1) is still nearest the name itself
+        points = np.stack([world.shade_in_ball(name, rng, 1.0) for _ in range(500)])
+        distances = np.linalg.norm(points - np.asarray(rgb, np.float32), axis=1)
+        assert distances.max() <= world.shade_radius(name) + 1e-3
+        assert all(world.nearest(point, world.NAMED) == name for point in points), name
+    assert world.shade_radius("orange") == pytest.approx(45.0)  # half-way to yellow (255, 255, 0)
+    moved = []
+    for _ in range(300):
+        scene = world.sample_scene(rng, split="all")
+        image = world.render(scene, rng, color_range=0.9)
+        assert all(world.score(world.caption(scene), image).values()), world.caption(scene)
+        distance = np.linalg.norm(image.astype(np.float32) - image[0, 0], axis=-1)  # from the (flat) background
+        assert distance[distance > 0].min() > 60  # every shape pixel
+        mask = world.foreground(image)[0]
+        if len(scene.shapes) == 1:
+            moved.append(np.linalg.norm(image[mask].mean(0) - np.float32(world.COLORS[scene.shapes[0].color])))
+    assert np.median(moved) > 15  # the colours really vary
+
+
 def test_caption_noise_names_a_random_value_at_the_asked_rate():
     rng = np.random.default_rng(5)
     scene = world.Scene((world.Shape("red", "circle", "large", "on the left"),), "white")

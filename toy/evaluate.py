@@ -5,7 +5,7 @@ mask, its mean colour, how much of its bounding box it fills, its size and centr
 what the prompt named. Prompts come from the training split and from the held-out split (colour-shape-
 position combinations never drawn in training).
 
-    python -m toy.evaluate            # writes toy/RESULTS.md and toy/samples_*.png
+    python -m toy.evaluate    # writes toy/RESULTS.md and, beside it, guidance_curve.png and samples_*.png
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def accuracy(components: Components, prompts: list[str], seed: int, **kwargs) ->
 
 
 @torch.no_grad()
-def vae_ceiling(components: Components, rng: np.random.Generator, variation: float = 0.0) -> dict[str, float]:
+def vae_ceiling(components: Components, rng: np.random.Generator, world_options: dict[str, float]) -> dict[str, float]:
     """Accuracy of VAE reconstructions of drawn one-shape scenes: the best any U-Net can reach through this VAE."""
     scenes = [
         world.Scene((world.Shape(c, s, z, p),), b)
@@ -73,7 +73,7 @@ def vae_ceiling(components: Components, rng: np.random.Generator, variation: flo
             world.COLORS, world.SHAPES, world.SIZES, world.POSITIONS, world.BACKGROUNDS
         )
     ]
-    images = np.stack([world.render(scene, rng, variation) for scene in scenes])
+    images = np.stack([world.render(scene, rng, **world_options) for scene in scenes])
     vae = components.vae
     latents = vae.encode(to_tensor(images)).latent_dist.mode() * vae.config.scaling_factor
     decoded = [np.asarray(image) for image in to_pil(to_numpy(decode(components, latents)))]
@@ -143,7 +143,8 @@ def main() -> None:
     pairs = two_shape_prompts(rng, 60)
     keys = ["color", "shape", "size", "position", "background"]
     log = json.loads((components.source.folder / "training_log.json").read_text())
-    variation = log["stages"][0]["config"].get("variation", 0.0)
+    # the world the model was trained on (world.render's options; older logs predate them)
+    world_options = {key: log["stages"][0]["config"].get(key, 0.0) for key in ("variation", "color_range")}
 
     lines = [
         "# Bundled model: prompt adherence, measured from the pixels",
@@ -218,7 +219,7 @@ def main() -> None:
         ),
     ]
     fig = plot_curves(curves, f"{components.source.name}, 20 steps: adherence by guidance scale")
-    fig.savefig(HERE / "guidance_curve.png", dpi=90)
+    fig.savefig(args.out.parent / "guidance_curve.png", dpi=90)
 
     lines += ["", "## Held-out combinations, guidance 7.5, 20 steps", ""]
     lines += [
@@ -234,7 +235,7 @@ def main() -> None:
             rows.append((f"{name}, {split}", acc, sec))
             if split == "held-out" and name == "pndm":
                 fig = image_grid(images[:16], [p.replace(" background", "") for p in prompts[:16]], cols=8, size=1.6)
-                fig.savefig(HERE / "samples_held_out.png", dpi=80)
+                fig.savefig(args.out.parent / "samples_held_out.png", dpi=80)
     lines += table(rows, keys)
     by = {name: acc for name, acc, _ in rows}
     lines += [
@@ -269,7 +270,7 @@ def main() -> None:
             shown = images[3:21:2] + images[21::12]
             titles = opened[3:21:2] + opened[21::12]
             image_grid(shown[:12], [t.replace(" background", "") for t in titles[:12]], cols=6, size=1.8).savefig(
-                HERE / "samples_open_prompts.png", dpi=80
+                args.out.parent / "samples_open_prompts.png", dpi=80
             )
     lines += table(rows, ["color", "shape", "background"])
     lines += ["", "| scheduler | sizes (of 2) | positions (of 5) | backgrounds (of 3) |", "|---|---|---|---|"]
@@ -286,7 +287,7 @@ def main() -> None:
         rows.append((f"{name}, two shapes", acc, sec))
         if name == "pndm":
             image_grid(images[:12], [p.replace(" background", "") for p in pairs[:12]], cols=6, size=2.0).savefig(
-                HERE / "samples_two_shapes.png", dpi=80
+                args.out.parent / "samples_two_shapes.png", dpi=80
             )
     lines += table(rows, ["color", "shape", "background"])
     low = min(min(acc["color"], acc["shape"]) for _, acc, _ in rows)
@@ -294,13 +295,14 @@ def main() -> None:
 
     lines += ["", "## The VAE alone: drawn scenes, encoded and decoded, read back", ""]
     lines += [
-        "Every colour x shape x size x position x background once (540 pictures), drawn as in training (variation "
-        f"{variation:g}). No prompt is involved: this is the ceiling the VAE sets on what the U-Net's pictures can "
+        "Every colour x shape x size x position x background once (540 pictures), drawn as in training ("
+        + ", ".join(f"{key} {value:g}" for key, value in world_options.items())
+        + "). No prompt is involved: this is the ceiling the VAE sets on what the U-Net's pictures can "
         "score.",
         "",
     ]
     lines += table(
-        [("VAE reconstruction", vae_ceiling(components, np.random.default_rng(5), variation), float("nan"))], keys
+        [("VAE reconstruction", vae_ceiling(components, np.random.default_rng(5), world_options), float("nan"))], keys
     )
     lines += ["", f"`make evaluate` took {(time.perf_counter() - started) / 60:.1f} minutes."]
     args.out.write_text("\n".join(lines) + "\n")

@@ -152,15 +152,42 @@ def lighting(rng: np.random.Generator, amplitude: float, size: int = IMAGE_SIZE)
     return (rows[:, i] * (1 - f) + rows[:, i + 1] * f)[..., None]
 
 
-def render(scene: Scene, rng: np.random.Generator, variation: float = 0.0) -> np.ndarray:
+NAMED: dict[str, tuple[int, int, int]] = {**COLORS, **BACKGROUNDS}
+MIN_CONTRAST = 80.0  # a shaded shape keeps at least this RGB distance from its shaded background
+
+
+def shade_radius(name: str) -> float:
+    """Half the RGB distance from a named colour (or background) to the nearest other one: within it, the nearest
+    name is still its own, so a picture shaded this far is read back as the caption says."""
+    rgb = np.asarray(NAMED[name], np.float32)
+    return min(float(np.linalg.norm(rgb - np.asarray(v, np.float32))) for n, v in NAMED.items() if n != name) / 2
+
+
+def shade_in_ball(name: str, rng: np.random.Generator, color_range: float) -> np.ndarray:
+    """A colour drawn uniformly from the ball of radius `color_range` x shade_radius(name) around the named one
+    (render clips the picture to 0..255 afterwards)."""
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    radius = color_range * shade_radius(name) * rng.random() ** (1 / 3)
+    return (np.asarray(NAMED[name], np.float32) + radius * direction).astype(np.float32)
+
+
+def render(scene: Scene, rng: np.random.Generator, variation: float = 0.0, color_range: float = 0.0) -> np.ndarray:
     """Draw a scene as a uint8 array (H, W, 3); sizes and centres are jittered by rng.
 
     `variation` (0 to 1) adds what a caption never names, as real photographs have it: every colour's shade
     varies (up to 24 x variation per channel) and a smooth lighting field brightens or darkens the picture (up
-    to 16 x variation). At 0 the colours are the named ones exactly and rng is drawn from as before.
+    to 16 x variation). `color_range` (0 to 1) lets each named colour cover a range, as "red" does in real
+    captions: the colour is drawn from the ball of radius color_range x shade_radius(name), so it stays nearest
+    its own name, and a shape's colour is drawn again until it stands MIN_CONTRAST from its background's
+    (before clipping; after it, above the 60 that world.foreground needs). With both at 0 the colours are the
+    named ones exactly and rng is drawn from as before.
     """
     image = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
-    image[:] = shade(BACKGROUNDS[scene.background], rng, 24 * variation) if variation else BACKGROUNDS[scene.background]
+    background = (
+        shade_in_ball(scene.background, rng, color_range) if color_range else np.float32(BACKGROUNDS[scene.background])
+    )
+    image[:] = shade(background, rng, 24 * variation) if variation else background
     for s in scene.shapes:
         cx, cy = POSITIONS[s.position]
         if len(scene.shapes) == 1:
@@ -170,9 +197,12 @@ def render(scene: Scene, rng: np.random.Generator, variation: float = 0.0) -> np
         half = rng.uniform(*SIZES[s.size])
         if len(scene.shapes) > 1:
             half = min(half, 11.0)
-        image[shape_mask(s.shape, cx, cy, half)] = (
-            shade(COLORS[s.color], rng, 24 * variation) if variation else COLORS[s.color]
-        )
+        color = np.float32(COLORS[s.color])
+        if color_range:
+            color = shade_in_ball(s.color, rng, color_range)
+            while np.linalg.norm(color - background) < MIN_CONTRAST:
+                color = shade_in_ball(s.color, rng, color_range)
+        image[shape_mask(s.shape, cx, cy, half)] = shade(color, rng, 24 * variation) if variation else color
     if variation:
         image += lighting(rng, 16 * variation)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)

@@ -1,0 +1,86 @@
+"""How stiff guidance makes the sampling ODE, measured: the guided x0-hat's Jacobian along a sampling path.
+
+    python -m toy.stiffness [--model FOLDER] > toy/stiffness.txt
+
+In sigma form a sampler integrates dx/dsigma = (x - x0_hat(x)) / sigma, and the guided clean-latent estimate is
+x0_hat = x0_u + g (x0_c - x0_u). One step from sigma to sigma' multiplies a small error along an eigenvector of
+d x0_hat / dx (eigenvalue j) as the linear test equation with h * lambda = -z, z = (1 - j) (sigma - sigma') / sigma.
+Forward Euler (and so DDIM) is stable for z up to 2, the 4th-order Adams-Bashforth rule of PNDM and K-LMS only up to
+about 0.3 (its stability interval on the negative real axis). This script follows Euler's 20-step path (SD v1.5's
+"linspace" sigmas, as K-LMS uses; Euler stays on course, so the path is the one the model means) for one prompt and
+seed, and at every step computes the full Jacobian of x0_hat with respect to the latent (4 x 8 x 8 = 256 numbers, by
+central differences in one batch) for the text and the unconditional prediction. It prints, per step, sigma, the
+step's relative size, the most negative real part of the guided Jacobian's eigenvalues at guidance 7.5 and 2, and z.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from helpers.models import load_components, make_scheduler
+from helpers.sampling import encode_text, initial_latents
+from helpers.seeding import make_generator
+
+PROMPT = "a small red circle on the left on a black background"  # toy.guidance_diagnosis's prompt
+AB4_LIMIT, EULER_LIMIT = 0.3, 2.0
+
+
+@torch.no_grad()
+def jacobians(components, x: torch.Tensor, t: torch.Tensor, sigma: float, embeds: torch.Tensor, h: float = 1e-2):
+    """d x0_hat / dx for the unconditional and the text prediction (each n x n, n = x.numel()), central differences."""
+    n = x.numel()
+    basis = torch.eye(n, dtype=x.dtype).reshape(n, *x.shape[1:])
+    points = torch.cat([x + h * basis, x - h * basis])  # (2n, C, H, W)
+    scale = (sigma**2 + 1) ** 0.5  # what Euler's scale_model_input divides by
+    out = []
+    for emb in embeds:  # unconditional, then text
+        eps = components.unet(points / scale, t, encoder_hidden_states=emb.expand(2 * n, -1, -1)).sample
+        x0 = points - sigma * eps
+        out.append(((x0[:n] - x0[n:]) / (2 * h)).reshape(n, n).T.double().numpy())  # column i: d x0 / d x_i
+    return out
+
+
+def most_negative(jacobian: np.ndarray) -> float:
+    return float(np.linalg.eigvals(jacobian).real.min())
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="bundled")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    components = load_components(args.model, device="cpu", dtype=torch.float32)
+    embeds = torch.stack([encode_text(components, [""]), encode_text(components, [PROMPT])])
+    sched = make_scheduler("euler", components.scheduler_config)
+    sched.set_timesteps(20)
+    x = initial_latents(components, 1, 64, 64, make_generator(args.seed), sched.init_noise_sigma)
+    sigmas = sched.sigmas.tolist()
+    print(f"model {args.model}, prompt {PROMPT!r}, seed {args.seed}; Euler's 20-step path")
+    print("z = (1 - j_min) x step: unstable for PNDM/K-LMS's 4th-order rule above 0.3, for Euler above 2")
+    columns = ["step", "sigma", "step/sigma", "j_min g7.5", "z g7.5", "j_min g2", "z g2"]
+    print(" ".join(f"{c:>10s}" for c in columns))
+    counts = {7.5: 0, 2.0: 0}
+    for i, t in enumerate(sched.timesteps):
+        sigma, relative = sigmas[i], (sigmas[i] - sigmas[i + 1]) / sigmas[i]
+        j_u, j_c = jacobians(components, x, t, sigma, embeds)
+        cells = []
+        for g in (7.5, 2.0):
+            j = most_negative(j_u + g * (j_c - j_u))
+            z = (1 - j) * relative
+            counts[g] += z > AB4_LIMIT
+            cells += [f"{j:10.2f}", f"{z:10.2f}"]
+        print(f"{i + 1:10d} {sigma:10.3f} {relative:10.3f} " + " ".join(cells), flush=True)
+        model_input = sched.scale_model_input(torch.cat([x, x]), t)
+        uncond, text = components.unet(model_input, t, encoder_hidden_states=embeds[:, 0]).sample.chunk(2)
+        x = sched.step(uncond + 7.5 * (text - uncond), t, x).prev_sample
+    for g, count in counts.items():
+        print(f"guidance {g:g}: {count} of 20 steps with z > {AB4_LIMIT} (outside the 4th-order rule's interval)")
+
+
+if __name__ == "__main__":
+    main()

@@ -5,9 +5,10 @@
 1. A prompt whose caption starts after token 75: a neutral filler ("a picture, " x 25, 75 tokens) and then one of
    the evaluation's captions. Read as diffusers reads it, the caption is cut off; chunked as AUTOMATIC1111 does, it
    is the second chunk. Colour and all-attribute adherence over 16 captions, each with its own starting noise.
-2. Emphasis on the weak colour: "a (purple:w) <shape>" for each shape, 16 seeds each, against w. Purple is the
-   colour this model draws worst when a prompt names nothing else. The same for every colour, to show what
-   emphasis costs where the colour was already right; and how far it goes before the shape breaks.
+2. Emphasis on one colour: "a (purple:w) <shape>" for each shape, 16 seeds each, against w. Purple was the colour
+   the model shipped before drew worst when a prompt named nothing else (the one shipped now draws it every time).
+   The same for every colour, to show what emphasis costs where the colour is already right; and how far it goes
+   before the shape breaks.
 """
 
 from __future__ import annotations

@@ -226,3 +226,14 @@ def test_scheduler_file_is_sd15s_own(tiny_model_dir):
 
     for folder in (BUNDLED_MODEL, tiny_model_dir):
         assert json.loads((folder / "scheduler" / "scheduler_config.json").read_text()) == SD15_SCHEDULER
+
+
+def test_confusion_table_runs_past_one_call_of_images():
+    """toy.confusion's 270 prompts exceed GenerationSettings' 256 images per call; it generates them in calls."""
+    run = subprocess.run(
+        [sys.executable, "-m", "toy.confusion", "bundled", "--steps", "2", "--threads", "2"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-800:]
+    assert "270 prompts" in run.stdout and "colour |" in run.stdout, run.stdout[-800:]

@@ -135,3 +135,30 @@ def test_caption_noise_names_a_random_value_at_the_asked_rate():
         expected = noise * (1 - 1 / len(world.COLORS))  # a random colour is sometimes the right one
         assert abs(wrong_colour - expected) < 0.015, (noise, wrong_colour)
     assert world.caption(scene) == "a large red circle on the left on a white background"  # no rng: exact
+
+
+def test_stiffness_jacobian_matches_autograd():
+    """toy.stiffness's central-difference Jacobian J of x0_hat = x - sigma * eps(x / sqrt(sigma^2 + 1)) agrees with
+    autograd: u.(J v) equals (u J).v, u J by backpropagation, for random u and v, text and unconditional prediction."""
+    import torch
+
+    from helpers.models import load_components
+    from helpers.sampling import encode_text
+    from toy.stiffness import jacobians, most_negative
+
+    components = load_components("bundled", device="cpu", dtype=torch.float32)
+    embeds = torch.stack([encode_text(components, [""]), encode_text(components, ["a red circle"])])
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 2.0
+    sigma, t = 2.0, torch.tensor(500)
+    matrices = jacobians(components, x, t, sigma, embeds)
+    u, v = (torch.randn(x.shape, generator=torch.Generator().manual_seed(k)) for k in (1, 2))
+    for emb, matrix in zip(embeds, matrices):
+        latent = x.clone().requires_grad_(True)
+        x0_hat = latent - sigma * components.unet(latent / (sigma**2 + 1) ** 0.5, t, encoder_hidden_states=emb).sample
+        (u_j,) = torch.autograd.grad(x0_hat, latent, grad_outputs=u)
+        u_flat, v_flat = u.flatten().double().numpy(), v.flatten().double().numpy()
+        by_differences, by_autograd = float(u_flat @ matrix @ v_flat), float((u_j * v).sum())
+        scale = np.linalg.norm(u_flat) * np.linalg.norm(matrix @ v_flat)  # what a sum of 256 products can reach
+        assert abs(by_differences - by_autograd) < 1e-3 * scale, (by_differences, by_autograd, scale)
+        assert abs(float(u_flat @ matrix.T @ v_flat) - by_autograd) > 1e-2 * scale  # the transpose would not pass
+    assert most_negative(np.diag([0.5, -3.0, 1.0])) == pytest.approx(-3.0)

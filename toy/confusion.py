@@ -20,6 +20,8 @@ import torch
 
 from helpers.models import SCHEDULERS, load_components
 from helpers.sampling import generate
+from helpers.seeding import make_generator
+from helpers.settings import MAX_IMAGES
 from toy import world
 from toy.evaluate import single_prompts
 
@@ -41,15 +43,19 @@ def main() -> None:
     else:
         combos = itertools.product(world.BACKGROUNDS, world.COLORS, world.SHAPES, world.POSITIONS)
         prompts = [f"a large {color} {shape} {position} on a {bg} background" for bg, color, shape, position in combos]
-    out = generate(
-        components, prompts, seed=args.seed, scheduler=args.scheduler, num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-    )  # fmt: skip
+    # one generator across calls of at most MAX_IMAGES: the same starting noise as one batch of every prompt
+    generator = make_generator(args.seed)
+    images = []
+    for start in range(0, len(prompts), MAX_IMAGES):
+        images += generate(
+            components, prompts[start : start + MAX_IMAGES], generator=generator, scheduler=args.scheduler,
+            num_inference_steps=args.steps, guidance_scale=args.guidance,
+        ).images  # fmt: skip
     hits: Counter = Counter()
     colors: Counter = Counter()
     shapes: Counter = Counter()
     wrong: Counter = Counter()
-    for prompt, image in zip(prompts, out.images):
+    for prompt, image in zip(prompts, images):
         want, seen = world.parse_caption(prompt), world.read_scene(np.asarray(image))
         (named,), (drawn,) = want["shapes"], seen["shapes"]
         colors[named["color"], drawn["color"]] += 1

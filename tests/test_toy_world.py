@@ -137,6 +137,24 @@ def test_caption_noise_names_a_random_value_at_the_asked_rate():
     assert world.caption(scene) == "a large red circle on the left on a white background"  # no rng: exact
 
 
+def test_caption_noise_touches_only_the_kinds_asked():
+    """noisy=("color",): the colour word is wrong at the asked rate, every other attribute always right."""
+    rng = np.random.default_rng(7)
+    scene = world.Scene((world.Shape("red", "circle", "large", "on the left"),), "white")
+    captions = [world.caption(scene, rng, keep=1.0, noise=0.3, noisy=("color",)) for _ in range(4000)]
+    parsed = [world.parse_caption(c) for c in captions]
+    wrong_colour = np.mean([p["shapes"][0]["color"] != "red" for p in parsed])
+    assert abs(wrong_colour - 0.3 * (1 - 1 / len(world.COLORS))) < 0.02, wrong_colour
+    for p in parsed:
+        shape = p["shapes"][0]
+        assert (shape["shape"], shape["size"], shape["position"], p["background"]) == (
+            "circle",
+            "large",
+            "on the left",
+            "white",
+        )
+
+
 def test_stiffness_jacobian_matches_autograd():
     """toy.stiffness's central-difference Jacobian J of x0_hat = x - sigma * eps(x / sqrt(sigma^2 + 1)) agrees with
     autograd: u.(J v) equals (u J).v, u J by backpropagation, for random u and v, text and unconditional prediction."""

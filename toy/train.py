@@ -12,12 +12,12 @@ still nearest its own name, as colour words are in real captions); with it and 9
 named colour better with every scheduler, PNDM and K-LMS a little (toy/EXPERIMENTS.md, J). Options, off by
 default, that were measured and not shipped: `--high-noise-share` draws that share of the timesteps from the
 noisier half of the schedule, `--min-snr-gamma` weights the loss by Min-SNR (Hang et al. 2023), `--x0-weight-cap`
-weights the noisiest steps by 1/SNR, `--caption-noise` names an attribute wrong at that rate and `--variation`
-varies shades and lighting that no caption names (both make a caption fix less of the picture, as web captions do;
-section I). What the shipped recipe also keeps: an EMA window short enough not to lag (0.995), a rate decaying to
-2%, captions that name each optional attribute 85% of the time, and a short second stage at a fresh rate. The
-shipped model (`make train`; the minutes each stage took are in models/toy-sd/training_log.json and
-toy/RESULTS.md):
+weights the noisiest steps by 1/SNR, `--caption-noise` names an attribute wrong at that rate (only the kinds in
+`--caption-noise-kinds`, e.g. `color`) and `--variation` varies shades and lighting that no caption names (both
+make a caption fix less of the picture, as web captions do; section I). What the shipped recipe also keeps: an EMA
+window short enough not to lag (0.995), a rate decaying to 2%, captions that name each optional attribute 85% of
+the time, and a short second stage at a fresh rate. The shipped model (`make train`; the minutes each stage took
+are in models/toy-sd/training_log.json and toy/RESULTS.md):
 
     python -m toy.train                  # stage 1: the VAE, then 9,000 U-Net steps
     python -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20   # stage 2: 800 more
@@ -81,6 +81,7 @@ class Config:
     high_noise_share: float = 0.0  # extra share of timesteps drawn from the noisier half; 0 is uniform
     x0_weight_cap: float = 0.0  # weight noisy steps (SNR < 1) by 1/SNR, up to this cap; 0 is off
     caption_noise: float = 0.0  # chance that a named attribute is named wrong (world.caption); EXPERIMENTS.md, I
+    caption_noise_kinds: tuple[str, ...] = tuple(world.ATTRIBUTES)  # which attributes noise touches; J
     variation: float = 0.0  # unnamed shade and lighting variety in the pictures (world.render); EXPERIMENTS.md, I
     color_range: float = 0.9  # how much of the way to the next name each named colour covers (world.render); J
     seed: int = 0
@@ -251,7 +252,7 @@ def train_unet(
         captions = [
             ""
             if rng.random() < cfg.empty_caption_prob
-            else world.caption(scenes[i], rng, cfg.caption_keep, cfg.caption_noise)
+            else world.caption(scenes[i], rng, cfg.caption_keep, cfg.caption_noise, cfg.caption_noise_kinds)
             for i in idx
         ]
         ids = tokenizer(
@@ -337,6 +338,10 @@ def main() -> None:
     parser.add_argument("--caption-noise", type=float, help="chance that a named attribute is named wrong, 0 to 1")
     parser.add_argument("--variation", type=float, help="unnamed shade and lighting variety, 0 to 1 (world.render)")
     parser.add_argument(
+        "--caption-noise-kinds",
+        help=f"comma-separated attributes --caption-noise touches ({','.join(world.ATTRIBUTES)})",
+    )
+    parser.add_argument(
         "--color-range", type=float, help="the share of the way to the next name a colour may vary, 0 to 1"
     )
     args = parser.parse_args()
@@ -368,6 +373,14 @@ def main() -> None:
         if not low <= value <= high:
             parser.error(f"--{option.replace('_', '-')} must be between {low:g} and {high:g}, got {value}")
         changes[field] = value
+    if args.caption_noise_kinds is not None:
+        kinds = tuple(args.caption_noise_kinds.split(","))
+        if not set(kinds) <= set(world.ATTRIBUTES):
+            parser.error(
+                f"--caption-noise-kinds must be a comma-separated subset of {','.join(world.ATTRIBUTES)}, "
+                f"got {args.caption_noise_kinds!r}"
+            )
+        changes["caption_noise_kinds"] = kinds
     cfg = dataclasses.replace(SMOKE if args.smoke else Config(), **changes)
     torch.manual_seed(cfg.seed)
     started = time.time()

@@ -12,6 +12,7 @@ The empty prompt "" is the unconditional caption used for classifier-free guidan
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -89,37 +90,55 @@ def sample_scene(rng: np.random.Generator, split: str = "train", two_shape_prob:
     return Scene(tuple(shapes), background)
 
 
-def caption(scene: Scene, rng: np.random.Generator | None = None, keep: float = 0.7, noise: float = 0.0) -> str:
+ATTRIBUTES: dict[str, Collection[str]] = {
+    "size": SIZES,
+    "color": COLORS,
+    "shape": SHAPES,
+    "position": POSITIONS,
+    "background": BACKGROUNDS,
+}
+
+
+def caption(
+    scene: Scene,
+    rng: np.random.Generator | None = None,
+    keep: float = 0.7,
+    noise: float = 0.0,
+    noisy: Collection[str] = tuple(ATTRIBUTES),
+) -> str:
     """The caption of a scene; with rng, each optional attribute is kept with probability `keep`.
 
     `noise` is the chance that a named attribute is named wrong (a random value of its kind, possibly the right
-    one), as web captions often are; the shape's own word included.
+    one), as web captions often are; the shape's own word included. `noisy` lists the kinds of attribute
+    (ATTRIBUTES' keys) that noise touches; rng is drawn from only for those.
     """
 
     def kept() -> bool:
         return rng is None or rng.random() < keep
 
-    def said(value: str, values) -> str:
-        return str(rng.choice(list(values))) if rng is not None and noise and rng.random() < noise else value
+    def said(value: str, kind: str) -> str:
+        if rng is not None and noise and kind in noisy and rng.random() < noise:
+            return str(rng.choice(list(ATTRIBUTES[kind])))
+        return value
 
     def noun_phrase(s: Shape, with_size: bool) -> str:
         words = ["a"]
         if with_size and kept():
-            words.append(said(s.size, SIZES))
+            words.append(said(s.size, "size"))
         if kept():
-            words.append(said(s.color, COLORS))
-        words.append(said(s.shape, SHAPES))
+            words.append(said(s.color, "color"))
+        words.append(said(s.shape, "shape"))
         return " ".join(words)
 
     if len(scene.shapes) == 1:
         s = scene.shapes[0]
         text = noun_phrase(s, with_size=True)
         if kept():
-            text += " " + said(s.position, POSITIONS)
+            text += " " + said(s.position, "position")
     else:
         text = " and ".join(noun_phrase(s, with_size=False) for s in scene.shapes)
     if kept():
-        text += f" on a {said(scene.background, BACKGROUNDS)} background"
+        text += f" on a {said(scene.background, 'background')} background"
     return text
 
 

@@ -77,10 +77,12 @@ def results_row(setting: str) -> dict[str, float]:
 def test_sd_defaults_give_what_the_results_claim(bundled: Components, scheduler: str):
     """Stable Diffusion's defaults, 20 steps at guidance 7.5, on `make evaluate`'s 164 training prompts and seed:
     colour and shape within 3 points (5 pictures in 164) of what toy/RESULTS.md claims for this model."""
-    from toy.evaluate import accuracy, single_prompts
+    from toy.evaluate import ROWS_SEED, accuracy, prompt_sets
 
-    prompts = single_prompts("train", np.random.default_rng(0), 2)  # toy.evaluate's first draw
-    measured, _, _ = accuracy(bundled, prompts, seed=3, num_inference_steps=20, guidance_scale=7.5, scheduler=scheduler)
+    prompts = prompt_sets()[0]
+    measured, _, _ = accuracy(
+        bundled, prompts, seed=ROWS_SEED, num_inference_steps=20, guidance_scale=7.5, scheduler=scheduler
+    )
     claimed = results_row(f"{scheduler}, 20 steps")
     for key, value in claimed.items():
         assert abs(measured[key] - value) <= 3.0, (scheduler, key, measured[key], value)

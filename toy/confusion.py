@@ -23,7 +23,7 @@ from helpers.sampling import generate
 from helpers.seeding import make_generator
 from helpers.settings import MAX_IMAGES
 from toy import world
-from toy.evaluate import single_prompts
+from toy.evaluate import prompt_sets
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     components = load_components(args.model, device="cpu", dtype=torch.float32)
     if args.prompts == "evaluate":
-        prompts = single_prompts("train", np.random.default_rng(0), 2)
+        prompts = prompt_sets()[0]
     else:
         combos = itertools.product(world.BACKGROUNDS, world.COLORS, world.SHAPES, world.POSITIONS)
         prompts = [f"a large {color} {shape} {position} on a {bg} background" for bg, color, shape, position in combos]

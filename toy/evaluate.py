@@ -52,6 +52,16 @@ def two_shape_prompts(rng: np.random.Generator, n: int) -> list[str]:
     return out
 
 
+ROWS_SEED = 3  # the starting noise of the per-scheduler rows at Stable Diffusion's defaults
+
+
+def prompt_sets(repeats: int = 2) -> tuple[list[str], list[str], list[str]]:
+    """make evaluate's prompts: training-split and held-out one-shape prompts, and 60 two-shape prompts."""
+    rng = np.random.default_rng(0)
+    train, held = single_prompts("train", rng, repeats), single_prompts("held-out", rng, repeats * 4)
+    return train, held, two_shape_prompts(rng, 60)
+
+
 def accuracy(components: Components, prompts: list[str], seed: int, **kwargs) -> tuple[dict[str, float], list, float]:
     """Per-attribute accuracy (percent) over the prompts, the images, and seconds per image."""
     started = time.perf_counter()
@@ -138,9 +148,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     components = load_components(args.model, device="cpu", dtype=torch.float32)
-    rng = np.random.default_rng(0)
-    train, held = single_prompts("train", rng, args.repeats), single_prompts("held-out", rng, args.repeats * 4)
-    pairs = two_shape_prompts(rng, 60)
+    train, held, pairs = prompt_sets(args.repeats)
     keys = ["color", "shape", "size", "position", "background"]
     log = json.loads((components.source.folder / "training_log.json").read_text())
     # the world the model was trained on (world.render's options; older logs predate them)
@@ -171,7 +179,7 @@ def main() -> None:
     for name, entry in SCHEDULERS.items():
         for steps in sorted({20, entry.usual_steps}):
             acc, _, sec = accuracy(
-                components, train, seed=3, num_inference_steps=steps, guidance_scale=7.5, scheduler=name
+                components, train, seed=ROWS_SEED, num_inference_steps=steps, guidance_scale=7.5, scheduler=name
             )
             rows.append((f"{name}, {steps} steps", acc, sec))
             print(rows[-1], flush=True)

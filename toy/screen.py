@@ -1,6 +1,6 @@
 """A 35-second screen of a model at Stable Diffusion's defaults, for comparing training runs (toy/EXPERIMENTS.md, J).
 
-`make evaluate`'s 164 one-shape training prompts (its seed 3) with PNDM, K-LMS and DPM-Solver++, and its 60
+`make evaluate`'s 164 one-shape training prompts (its seed for those rows) with PNDM, K-LMS and DPM-Solver++, and its 60
 two-shape prompts with DPM-Solver++ and PNDM, all at guidance 7.5 and 20 steps; accuracy in percent.
 
     python -m toy.screen MODEL_FOLDER [--schedulers pndm,lms,dpm++]
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
 from helpers.models import load_components
 from helpers.schedulers import SCHEDULERS
-from toy.evaluate import accuracy, single_prompts, two_shape_prompts
+from toy.evaluate import ROWS_SEED, accuracy, prompt_sets
 
 
 def main() -> None:
@@ -30,14 +29,11 @@ def main() -> None:
             parser.error(f"--schedulers: unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
     torch.set_num_threads(args.threads)
     components = load_components(args.model, device="cpu", dtype=torch.float32)
-    rng = np.random.default_rng(0)  # the same draws as toy.evaluate: training prompts, held-out, then pairs
-    train = single_prompts("train", rng, 2)
-    single_prompts("held-out", rng, 8)
-    pairs = two_shape_prompts(rng, 60)
+    train, _, pairs = prompt_sets()
     settings = {"num_inference_steps": 20, "guidance_scale": 7.5}
     runs = [("one shape", name, train) for name in schedulers] + [("two shapes", n, pairs) for n in ("dpm++", "pndm")]
     for kind, name, prompts in runs:
-        acc, _, _ = accuracy(components, prompts, seed=3, scheduler=name, **settings)
+        acc, _, _ = accuracy(components, prompts, seed=ROWS_SEED, scheduler=name, **settings)
         print(f"{args.model} {name} {kind}: " + " ".join(f"{k} {v:.1f}" for k, v in sorted(acc.items())), flush=True)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from helpers.models import load_components, make_scheduler
-from helpers.sampling import encode_text, initial_latents
+from helpers.sampling import encode_text, guided_noise, initial_latents
 from helpers.seeding import make_generator
 
 PROMPT = "a small red circle on the left on a black background"  # toy.guidance_diagnosis's prompt
@@ -61,7 +61,10 @@ def main() -> None:
     x = initial_latents(components, 1, 64, 64, make_generator(args.seed), sched.init_noise_sigma)
     sigmas = sched.sigmas.tolist()
     print(f"model {args.model}, prompt {PROMPT!r}, seed {args.seed}; Euler's 20-step path")
-    print("z = (1 - j_min) x step: unstable for PNDM/K-LMS's 4th-order rule above 0.3, for Euler above 2")
+    print(
+        f"z = (1 - j_min) x step: unstable for PNDM/K-LMS's 4th-order rule above {AB4_LIMIT}, "
+        f"for Euler above {EULER_LIMIT:g}"
+    )
     columns = ["step", "sigma", "step/sigma", "j_min g7.5", "z g7.5", "j_min g2", "z g2"]
     print(" ".join(f"{c:>10s}" for c in columns))
     counts = {7.5: 0, 2.0: 0}
@@ -75,9 +78,7 @@ def main() -> None:
             counts[g] += z > AB4_LIMIT
             cells += [f"{j:10.2f}", f"{z:10.2f}"]
         print(f"{i + 1:10d} {sigma:10.3f} {relative:10.3f} " + " ".join(cells), flush=True)
-        model_input = sched.scale_model_input(torch.cat([x, x]), t)
-        uncond, text = components.unet(model_input, t, encoder_hidden_states=embeds[:, 0]).sample.chunk(2)
-        x = sched.step(uncond + 7.5 * (text - uncond), t, x).prev_sample
+        x = sched.step(guided_noise(components, sched, x, t, embeds[:, 0], 7.5), t, x).prev_sample
     for g, count in counts.items():
         print(f"guidance {g:g}: {count} of 20 steps with z > {AB4_LIMIT} (outside the 4th-order rule's interval)")
 

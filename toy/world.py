@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, replace
+from functools import cache
 
 import numpy as np
 
@@ -175,6 +176,7 @@ NAMED: dict[str, tuple[int, int, int]] = {**COLORS, **BACKGROUNDS}
 MIN_CONTRAST = 80.0  # a shaded shape keeps at least this RGB distance from its shaded background
 
 
+@cache
 def shade_radius(name: str) -> float:
     """Half the RGB distance from a named colour (or background) to the nearest other one: within it, the nearest
     name is still its own, so a picture shaded this far is read back as the caption says."""

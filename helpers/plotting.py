@@ -18,7 +18,7 @@ def image_grid(
     size: float = 2.0,
     suptitle: str | None = None,
 ) -> Figure:
-    """Images in a grid, each with an optional title above it."""
+    """Images in a grid, each with an optional title above it; 2-D arrays are drawn in gray, 0 to 1 (normalize)."""
     cols = cols or len(images)
     rows = -(-len(images) // cols)
     wrapped = [textwrap.fill(t, width=max(12, int(size * 12))) for t in titles] if titles is not None else []
@@ -29,7 +29,10 @@ def image_grid(
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(images):
-            ax.imshow(images[i], interpolation="nearest", cmap="gray" if np.ndim(images[i]) == 2 else None)
+            if np.ndim(images[i]) == 2:  # one scale for every panel: 0 black, 1 white (see normalize)
+                ax.imshow(images[i], interpolation="nearest", cmap="gray", vmin=0.0, vmax=1.0)
+            else:
+                ax.imshow(images[i], interpolation="nearest")
             if wrapped:
                 ax.set_title(wrapped[i], fontsize=8)
     if suptitle:
@@ -39,14 +42,25 @@ def image_grid(
 
 
 def plot_schedules(schedules: dict[str, Sequence[float]], ylabel: str, title: str) -> Figure:
-    """One line per scheduler: a value (timestep or sigma) against the step index."""
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    for name, values in schedules.items():
-        ax.plot(range(len(values)), values, marker=".", label=f"{name} ({len(values)})")
-    ax.set_xlabel("U-Net evaluation")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
+    """One small panel per schedule: a value (timestep or sigma) against the U-Net evaluation, with the schedules of
+    about the same length in light gray behind it, so that lines which nearly coincide can still be told apart."""
+    cols = min(3, len(schedules))
+    rows = -(-len(schedules) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.3 * rows + 0.4), sharey=True, squeeze=False)
+    for ax, (name, values) in zip(axes.flat, schedules.items()):
+        for other in schedules.values():
+            if abs(len(other) - len(values)) <= 1:
+                ax.plot(range(len(other)), other, color="0.8", lw=1)
+        ax.plot(range(len(values)), values, marker=".", color="C3")
+        ax.set_title(f"{name} ({len(values)})", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(schedules) :]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("U-Net evaluation")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -99,10 +113,11 @@ def plot_loss(
     return fig
 
 
-def normalize(array: np.ndarray) -> np.ndarray:
-    """Stretch an array to [0, 1] for display (a constant array becomes all zeros)."""
-    lo, hi = float(array.min()), float(array.max())
-    return (array - lo) / (hi - lo) if hi > lo else np.zeros_like(array)
+def normalize(array: np.ndarray, limits: tuple[float, float] | None = None) -> np.ndarray:
+    """Stretch an array to [0, 1] for display: from its own min and max, or from shared `limits` (lo, hi), clipped,
+    so that several arrays drawn on one scale can be compared. A constant array becomes all zeros."""
+    lo, hi = (float(array.min()), float(array.max())) if limits is None else limits
+    return np.clip((array - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(array)
 
 
 def attention_grid(

@@ -43,7 +43,7 @@ lab: $(VENV)/.runtime
 notebook: $(VENV)/.dev
 	$(PY) tools/execute_notebook.py $(NOTEBOOK)
 
-## train: retrain the bundled model in models/toy-sd from scratch, in two stages (48 minutes on 2 CPU cores: toy/RESULTS.md)
+## train: retrain the bundled model in models/toy-sd from scratch, in two stages (about 50 minutes on 2 CPU cores: toy/RESULTS.md)
 train: $(VENV)/.runtime
 	$(PY) -m toy.train
 	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20

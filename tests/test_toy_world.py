@@ -180,3 +180,14 @@ def test_stiffness_jacobian_matches_autograd():
         assert abs(by_differences - by_autograd) < 1e-3 * scale, (by_differences, by_autograd, scale)
         assert abs(float(u_flat @ matrix.T @ v_flat) - by_autograd) > 1e-2 * scale  # the transpose would not pass
     assert most_negative(np.diag([0.5, -3.0, 1.0])) == pytest.approx(-3.0)
+
+
+def test_stiffest_direction_is_the_eigenvector_of_the_most_negative_eigenvalue():
+    from toy.stiffness import stiffest_direction
+
+    rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]
+    matrix = rotation @ np.diag([0.5, -3.0, 1.0]) @ rotation.T  # eigenvectors: the columns of rotation
+    value, vector = stiffest_direction(matrix)
+    assert value == pytest.approx(-3.0)
+    assert abs(float(vector @ rotation[:, 1])) == pytest.approx(1.0)  # up to sign, the second column
+    np.testing.assert_allclose(matrix @ vector, -3.0 * vector, atol=1e-12)

@@ -146,7 +146,7 @@ def test_training_smoke_run(tmp_path):
         ("--steps", "0"),  # once silently replaced by the default (`args.steps or cfg.unet_steps`)
         ("--caption-noise", "1.5"),
         ("--variation", "-1"),
-        ("--color-range", "1.5"),
+        ("--color-range", "2.5"),
         ("--caption-noise-kinds", "color,hue"),
     ],
 )

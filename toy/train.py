@@ -343,7 +343,9 @@ def main() -> None:
         help=f"comma-separated attributes --caption-noise touches ({','.join(world.ATTRIBUTES)})",
     )
     parser.add_argument(
-        "--color-range", type=float, help="the share of the way to the next name a colour may vary, 0 to 1"
+        "--color-range",
+        type=float,
+        help="the share of the way to the next name a colour may vary, 0 to 2 (above 1, neighbouring names overlap)",
     )
     args = parser.parse_args()
 
@@ -363,7 +365,7 @@ def main() -> None:
         "caption_keep": ("caption_keep", 0.0, 1.0),
         "caption_noise": ("caption_noise", 0.0, 1.0),
         "variation": ("variation", 0.0, 1.0),
-        "color_range": ("color_range", 0.0, 1.0),
+        "color_range": ("color_range", 0.0, 2.0),
         "warmup": ("warmup", 0, math.inf),
     }
     changes = {"seed": args.seed}

@@ -198,10 +198,11 @@ def render(scene: Scene, rng: np.random.Generator, variation: float = 0.0, color
 
     `variation` (0 to 1) adds what a caption never names, as real photographs have it: every colour's shade
     varies (up to 24 x variation per channel) and a smooth lighting field brightens or darkens the picture (up
-    to 16 x variation). `color_range` (0 to 1) lets each named colour cover a range, as "red" does in real
-    captions: the colour is drawn from the ball of radius color_range x shade_radius(name), so it stays nearest
-    its own name, and a shape's colour is drawn again until it stands MIN_CONTRAST from its background's
-    (before clipping; after it, above the 60 that world.foreground needs). With both at 0 the colours are the
+    to 16 x variation). `color_range` (0 to 2) lets each named colour cover a range, as "red" does in real
+    captions: the colour is drawn from the ball of radius color_range x shade_radius(name), so up to 1 it stays
+    nearest its own name (above 1 neighbouring names overlap, as "red" and "orange" do in real captions, and a
+    picture may be read back as the neighbour), and a shape's colour is drawn again until it stands MIN_CONTRAST
+    from its background's (before clipping; after it, above the 60 that world.foreground needs). With both at 0 the colours are the
     named ones exactly and rng is drawn from as before.
     """
     image = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)

@@ -43,10 +43,12 @@ lab: $(VENV)/.runtime
 notebook: $(VENV)/.dev
 	$(PY) tools/execute_notebook.py $(NOTEBOOK)
 
-## train: retrain the bundled model in models/toy-sd from scratch, in two stages (about 50 minutes on 2 CPU cores: toy/RESULTS.md)
+## train: retrain the bundled model in models/toy-sd from scratch, in three stages (about 56 minutes on 2 CPU cores:
+## toy/RESULTS.md); the last goes on with neighbouring colour names overlapping (toy/EXPERIMENTS.md, K)
 train: $(VENV)/.runtime
 	$(PY) -m toy.train
 	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20
+	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20 --color-range 1.4
 
 ## evaluate: measure the bundled model's prompt adherence into toy/RESULTS.md
 evaluate: $(VENV)/.runtime

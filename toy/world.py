@@ -202,8 +202,8 @@ def render(scene: Scene, rng: np.random.Generator, variation: float = 0.0, color
     captions: the colour is drawn from the ball of radius color_range x shade_radius(name), so up to 1 it stays
     nearest its own name (above 1 neighbouring names overlap, as "red" and "orange" do in real captions, and a
     picture may be read back as the neighbour), and a shape's colour is drawn again until it stands MIN_CONTRAST
-    from its background's (before clipping; after it, above the 60 that world.foreground needs). With both at 0 the colours are the
-    named ones exactly and rng is drawn from as before.
+    from its background's (before clipping; after it, above the 60 that world.foreground needs). With both at 0
+    the colours are the named ones exactly and rng is drawn from as before.
     """
     image = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
     background = (

@@ -28,6 +28,7 @@ from helpers import plotting
 from helpers.models import load_components, make_scheduler
 from helpers.sampling import decode, encode_text, guided_noise, initial_latents, to_numpy
 from helpers.seeding import make_generator
+from toy import world
 
 PROMPT = "a small red circle on the left on a black background"  # toy.guidance_diagnosis's prompt
 SHOWN_STEPS = (4, 7, 10, 13)  # where --directions looks, 1-based
@@ -65,8 +66,6 @@ def stiffest_direction(jacobian: np.ndarray) -> tuple[float, np.ndarray]:
 def show_direction(components, x0_hat: torch.Tensor, direction: np.ndarray) -> tuple[list[np.ndarray], str]:
     """Pictures of x0_hat, of x0_hat plus the unit direction, and of where they differ; and a line saying how much of
     the change lies inside the shape and how the shape's mean colour moves (RGB, 0 to 1)."""
-    from toy import world
-
     step = torch.tensor(direction, dtype=x0_hat.dtype).reshape(x0_hat.shape)
     before, after = (to_numpy(decode(components, latent))[0] for latent in (x0_hat, x0_hat + step))
     change = np.abs(after - before).sum(-1)

@@ -44,11 +44,11 @@ notebook: $(VENV)/.dev
 	$(PY) tools/execute_notebook.py $(NOTEBOOK)
 
 ## train: retrain the bundled model in models/toy-sd from scratch, in three stages (about 56 minutes on 2 CPU cores:
-## toy/RESULTS.md); the last goes on with neighbouring colour names overlapping (toy/EXPERIMENTS.md, K)
+## toy/RESULTS.md); the last goes on with neighbouring colour names overlapping (toy/EXPERIMENTS.md, K and L)
 train: $(VENV)/.runtime
 	$(PY) -m toy.train
 	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20
-	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20 --color-range 1.4
+	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20 --color-range 2.0
 
 ## evaluate: measure the bundled model's prompt adherence into toy/RESULTS.md
 evaluate: $(VENV)/.runtime

@@ -191,3 +191,11 @@ def test_stiffest_direction_is_the_eigenvector_of_the_most_negative_eigenvalue()
     assert value == pytest.approx(-3.0)
     assert abs(float(vector @ rotation[:, 1])) == pytest.approx(1.0)  # up to sign, the second column
     np.testing.assert_allclose(matrix @ vector, -3.0 * vector, atol=1e-12)
+
+
+def test_vae_ceiling_draws_the_vaes_world_with_each_colour_inside_its_name():
+    from toy.evaluate import vae_world
+
+    assert vae_world({"variation": 0.5, "color_range": 0.9}) == {"variation": 0.5, "color_range": 0.9}
+    assert vae_world({"variation": 0.0, "color_range": 2.0}) == {"variation": 0.0, "color_range": 1.0}
+    assert vae_world({}) == {"variation": 0.0, "color_range": 0.0}  # a log from before the options

@@ -11,9 +11,9 @@ The shipped recipe's world lets each named colour cover a range (`--color-range 
 still nearest its own name, as colour words are in real captions), and one colour word in ten is replaced by a
 random colour (`--caption-noise 0.1 --caption-noise-kinds color`, so a caption's colour is right about 92% of the
 time, as web captions are sometimes wrong). A third, short stage widens the ranges until neighbouring names overlap
-(`--color-range 1.4`: a "red" may be orange-ish, as in real captions), which is what steadies PNDM and K-LMS most at
-guidance 7.5 (toy/EXPERIMENTS.md, J and K). Options, off by default, that were measured and not shipped:
-`--high-noise-share` draws that share of the timesteps from the noisier half of the schedule, `--min-snr-gamma`
+(`--color-range 2.0`: a "red" may be as orange as orange itself, as in real captions), which is what steadies PNDM
+and K-LMS most at guidance 7.5 (toy/EXPERIMENTS.md, J to L). Options, off by default, that were measured and not
+shipped: `--high-noise-share` draws that share of the timesteps from the noisier half of the schedule, `--min-snr-gamma`
 weights the loss by Min-SNR (Hang et al. 2023), `--x0-weight-cap` weights the noisiest steps by 1/SNR, `--variation`
 varies shades and lighting that no caption names, and caption noise on the other kinds of word
 (`--caption-noise-kinds`; section I). What the shipped recipe also keeps: an EMA window short enough not to lag
@@ -23,7 +23,7 @@ and toy/RESULTS.md):
 
     python -m toy.train                  # stage 1: the VAE, then 9,000 U-Net steps
     python -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20   # stage 2: 800 more
-    python -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20 --color-range 1.4   # stage 3
+    python -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20 --color-range 2.0   # stage 3
     python -m toy.train --smoke --out /tmp/toy-smoke   # a handful of steps on a tiny config
 
 Everything is reproducible from --seed. Weights are saved as float16 safetensors (the folder stays

@@ -122,13 +122,15 @@ def test_training_smoke_run(tmp_path):
     # a second stage, as the shipped model had: the log keeps both, the configs do not name the first folder
     again = tmp_path / "resumed"
     args = ["--smoke", "--threads", "1", "--resume", str(out), "--steps", "2", "--caption-keep", "1"]
-    args += ["--caption-noise", "0.2", "--caption-noise-kinds", "color,shape", "--out", str(again)]
+    args += ["--caption-noise", "0.2", "--caption-noise-kinds", "color,shape", "--shape-range", "1"]
+    args += ["--out", str(again)]
     run = subprocess.run([sys.executable, "-m", "toy.train", *args], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     log = json.loads((again / "training_log.json").read_text())
     assert len(log["stages"]) == 2 and "--resume" in log["stages"][1]["command"]
     assert log["stages"][1]["config"]["caption_noise_kinds"] == ["color", "shape"]
     assert log["stages"][1]["config"]["caption_noise"] == 0.2
+    assert log["stages"][1]["config"]["shape_range"] == 1.0 and log["stages"][0]["config"]["shape_range"] == 0.0
     assert log["summary"]["minutes"] == round(sum(stage["minutes"] for stage in log["stages"]), 1)
     for name in ("unet", "vae"):
         assert "_name_or_path" not in json.loads((again / name / "config.json").read_text())
@@ -147,6 +149,7 @@ def test_training_smoke_run(tmp_path):
         ("--caption-noise", "1.5"),
         ("--variation", "-1"),
         ("--color-range", "2.5"),
+        ("--shape-range", "-0.5"),
         ("--caption-noise-kinds", "color,hue"),
     ],
 )

@@ -126,6 +126,39 @@ def test_a_named_colour_covers_a_range_and_stays_nearest_its_name():
     assert np.median(moved) > 15  # the colours really vary
 
 
+def test_circles_and_squares_cover_a_range_of_outlines():
+    """With shape_range, a circle or square is a superellipse whose box fill lies between its own (pi/4 or 1) and the
+    reader's split: the fill the exponent was drawn for is right, the outlines really vary, up to 0.8 nearly every
+    one still reads back as its name (the pixels round the fill a little), and at 2 about half cross the split."""
+    for n in (2.0, 3.0, 8.0):  # the closed form against a fine grid of the shape itself
+        u = np.linspace(-1, 1, 2001)
+        grid = np.abs(u[:, None]) ** n + np.abs(u[None, :]) ** n <= 1
+        assert grid.mean() == pytest.approx(world.superellipse_fill(n), abs=2e-3)
+    assert world.superellipse_fill(2.0) == pytest.approx(np.pi / 4)
+    rng = np.random.default_rng(8)
+    circle = [world.superellipse_fill(world.shape_exponent("circle", rng, 1.0)) for _ in range(400)]
+    square = [world.superellipse_fill(world.shape_exponent("square", rng, 1.0)) for _ in range(400)]
+    assert np.pi / 4 - 1e-6 <= min(circle) and max(circle) <= world.ROUND_SQUARE_SPLIT + 1e-3
+    assert world.ROUND_SQUARE_SPLIT - 1e-3 <= min(square) and max(square) <= 1.0
+    assert np.std(circle) > 0.02 and np.std(square) > 0.02
+
+    def read_as_named(shape_range: float) -> float:
+        hits = []
+        for k in range(200):
+            shape = ("circle", "square")[k % 2]
+            scene = world.Scene((world.Shape("red", shape, ("small", "large")[k // 2 % 2], "in the center"),), "white")
+            image = world.render(scene, rng, shape_range=shape_range)
+            hits.append(world.read_scene(image)["shapes"][0]["shape"] == shape)
+        return float(np.mean(hits))
+
+    assert read_as_named(0.8) >= 0.95
+    assert 0.3 <= read_as_named(2.0) <= 0.7
+    scene = world.sample_scene(np.random.default_rng(1))  # off (0), nothing is drawn differently, nor from rng
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    assert np.array_equal(world.render(scene, a, 0.0, 0.9), world.render(scene, b, 0.0, 0.9, shape_range=0.0))
+    assert a.random() == b.random()
+
+
 def test_caption_noise_names_a_random_value_at_the_asked_rate():
     rng = np.random.default_rng(5)
     scene = world.Scene((world.Shape("red", "circle", "large", "on the left"),), "white")
@@ -196,6 +229,6 @@ def test_stiffest_direction_is_the_eigenvector_of_the_most_negative_eigenvalue()
 def test_vae_ceiling_draws_the_vaes_world_with_each_colour_inside_its_name():
     from toy.evaluate import vae_world
 
-    assert vae_world({"variation": 0.5, "color_range": 0.9}) == {"variation": 0.5, "color_range": 0.9}
-    assert vae_world({"variation": 0.0, "color_range": 2.0}) == {"variation": 0.0, "color_range": 1.0}
-    assert vae_world({}) == {"variation": 0.0, "color_range": 0.0}  # a log from before the options
+    assert vae_world({"variation": 0.5, "color_range": 0.9}) == {"variation": 0.5, "color_range": 0.9, "shape_range": 0}
+    assert vae_world({"color_range": 2.0, "shape_range": 1.5}) == {"variation": 0, "color_range": 1, "shape_range": 1}
+    assert vae_world({}) == {"variation": 0.0, "color_range": 0.0, "shape_range": 0.0}  # a log from before the options

@@ -87,6 +87,7 @@ class Config:
     caption_noise_kinds: tuple[str, ...] = ("color",)  # which kinds of attribute noise touches; J and K
     variation: float = 0.0  # unnamed shade and lighting variety in the pictures (world.render); EXPERIMENTS.md, I
     color_range: float = 0.9  # how much of the way to the next name each named colour covers (world.render); J
+    shape_range: float = 0.0  # the same for the outlines of circles and squares (world.shape_exponent); L
     seed: int = 0
 
 
@@ -185,7 +186,10 @@ def loss_weights(cfg: Config, noise_scheduler: DDPMScheduler, t: torch.Tensor) -
 def make_dataset(cfg: Config, rng: np.random.Generator) -> tuple[list[world.Scene], np.ndarray]:
     scenes = [world.sample_scene(rng) for _ in range(cfg.num_images)]
     images = np.stack(
-        [world.render(s, rng, cfg.variation, cfg.color_range) for s in tqdm(scenes, desc="draw toy world")]
+        [
+            world.render(s, rng, cfg.variation, cfg.color_range, cfg.shape_range)
+            for s in tqdm(scenes, desc="draw toy world")
+        ]
     )
     return scenes, images
 
@@ -349,6 +353,11 @@ def main() -> None:
         type=float,
         help="the share of the way to the next name a colour may vary, 0 to 2 (above 1, neighbouring names overlap)",
     )
+    parser.add_argument(
+        "--shape-range",
+        type=float,
+        help="the share of the way to the circle/square boundary an outline may vary, 0 to 2 (above 1, they overlap)",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -368,6 +377,7 @@ def main() -> None:
         "caption_noise": ("caption_noise", 0.0, 1.0),
         "variation": ("variation", 0.0, 1.0),
         "color_range": ("color_range", 0.0, 2.0),
+        "shape_range": ("shape_range", 0.0, 2.0),
         "warmup": ("warmup", 0, math.inf),
     }
     changes = {"seed": args.seed}

@@ -12,6 +12,7 @@ The empty prompt "" is the unconditional caption used for classifier-free guidan
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from functools import cache
@@ -143,10 +144,40 @@ def caption(
     return text
 
 
-def shape_mask(shape: str, cx: float, cy: float, half: float, size: int = IMAGE_SIZE) -> np.ndarray:
-    """Boolean mask of one shape centred at (cx, cy) with the given half-width."""
+ROUND_SQUARE_SPLIT = 0.89  # measure_shape's split of box fill: a circle fills pi/4 of its box, a square all of it
+
+
+def superellipse_fill(exponent: float) -> float:
+    """The share of its box that |x|^n + |y|^n <= 1 fills: pi/4 at n = 2 (a circle), towards 1 as n grows (a square)."""
+    return math.gamma(1 + 1 / exponent) ** 2 / math.gamma(1 + 2 / exponent)
+
+
+EXPONENTS = np.geomspace(2.0, 400.0, 4000)
+FILLS = np.array([superellipse_fill(n) for n in EXPONENTS])  # rising from pi/4 to 0.998
+
+
+def shape_exponent(shape: str, rng: np.random.Generator, shape_range: float) -> float:
+    """The superellipse exponent a circle or a square is drawn with, when names cover a range of outlines: its box
+    fill is drawn uniformly from `shape_range` x the way from its own fill (pi/4 or 1) to ROUND_SQUARE_SPLIT: up to
+    about 0.8 nearly every outline is read back as its name (the pixels round the fill a little; at 1, nine in ten),
+    and above 1 a circle may come out square enough to be read as a square and the other way round, as "circle" and
+    "square" blur in real captions."""
+    own = math.pi / 4 if shape == "circle" else 1.0
+    fill = own + (ROUND_SQUARE_SPLIT - own) * shape_range * rng.random()
+    return float(np.interp(fill, FILLS, EXPONENTS))  # clipped to n = 2 .. 400 (400 is a square on these pixels)
+
+
+def shape_mask(
+    shape: str, cx: float, cy: float, half: float, size: int = IMAGE_SIZE, exponent: float | None = None
+) -> np.ndarray:
+    """Boolean mask of one shape centred at (cx, cy) with the given half-width; a circle or square given an
+    `exponent` is the superellipse |dx|^n + |dy|^n <= half^n in its place (shape_exponent)."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     dx, dy = x - cx, y - cy
+    if exponent is not None and shape in ("circle", "square"):
+        with np.errstate(over="ignore"):
+            u, v = np.abs(dx.astype(np.float64)) / half, np.abs(dy.astype(np.float64)) / half
+            return u**exponent + v**exponent <= 1.0
     if shape == "circle":
         return dx**2 + dy**2 <= half**2
     if shape == "square":
@@ -193,7 +224,9 @@ def shade_in_ball(name: str, rng: np.random.Generator, color_range: float) -> np
     return (np.asarray(NAMED[name], np.float32) + radius * direction).astype(np.float32)
 
 
-def render(scene: Scene, rng: np.random.Generator, variation: float = 0.0, color_range: float = 0.0) -> np.ndarray:
+def render(
+    scene: Scene, rng: np.random.Generator, variation: float = 0.0, color_range: float = 0.0, shape_range: float = 0.0
+) -> np.ndarray:
     """Draw a scene as a uint8 array (H, W, 3); sizes and centres are jittered by rng.
 
     `variation` (0 to 1) adds what a caption never names, as real photographs have it: every colour's shade
@@ -202,8 +235,10 @@ def render(scene: Scene, rng: np.random.Generator, variation: float = 0.0, color
     captions: the colour is drawn from the ball of radius color_range x shade_radius(name), so up to 1 it stays
     nearest its own name (above 1 neighbouring names overlap, as "red" and "orange" do in real captions, and a
     picture may be read back as the neighbour), and a shape's colour is drawn again until it stands MIN_CONTRAST
-    from its background's (before clipping; after it, above the 60 that world.foreground needs). With both at 0
-    the colours are the named ones exactly and rng is drawn from as before.
+    from its background's (before clipping; after it, above the 60 that world.foreground needs). `shape_range` (0 to
+    2) does the same for the outlines of circles and squares (shape_exponent: rounded squares, squarish circles;
+    triangles stay as they are). With all three at 0 the pictures are drawn exactly as before, from the same rng
+    draws.
     """
     image = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
     background = (
@@ -224,7 +259,10 @@ def render(scene: Scene, rng: np.random.Generator, variation: float = 0.0, color
             color = shade_in_ball(s.color, rng, color_range)
             while np.linalg.norm(color - background) < MIN_CONTRAST:
                 color = shade_in_ball(s.color, rng, color_range)
-        image[shape_mask(s.shape, cx, cy, half)] = shade(color, rng, 24 * variation) if variation else color
+        exponent = shape_exponent(s.shape, rng, shape_range) if shape_range and s.shape != "triangle" else None
+        image[shape_mask(s.shape, cx, cy, half, exponent=exponent)] = (
+            shade(color, rng, 24 * variation) if variation else color
+        )
     if variation:
         image += lighting(rng, 16 * variation)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
@@ -277,7 +315,7 @@ def measure_shape(mask: np.ndarray, image: np.ndarray) -> dict:
     # a circle pi/4 (0.79): split half-way between.
     middle = ys.min() + height / 2.0
     lower, upper = np.sum(ys + 0.5 > middle), np.sum(ys + 0.5 < middle)
-    shape = "triangle" if lower > 1.75 * upper else "square" if fill > 0.89 else "circle"
+    shape = "triangle" if lower > 1.75 * upper else "square" if fill > ROUND_SQUARE_SPLIT else "circle"
     cx, cy = (xs.min() + xs.max() + 1) / 2.0, (ys.min() + ys.max() + 1) / 2.0  # box centre
     half = max(width, height) / 2.0
     size = "small" if half < (SIZES["small"][1] + SIZES["large"][0]) / 2 else "large"

@@ -15,8 +15,9 @@ time, as web captions are sometimes wrong). A third, short stage widens the rang
 and K-LMS most at guidance 7.5 (toy/EXPERIMENTS.md, J to L). Options, off by default, that were measured and not
 shipped: `--high-noise-share` draws that share of the timesteps from the noisier half of the schedule, `--min-snr-gamma`
 weights the loss by Min-SNR (Hang et al. 2023), `--x0-weight-cap` weights the noisiest steps by 1/SNR, `--variation`
-varies shades and lighting that no caption names, and caption noise on the other kinds of word
-(`--caption-noise-kinds`; section I). What the shipped recipe also keeps: an EMA window short enough not to lag
+varies shades and lighting that no caption names, caption noise on the other kinds of word
+(`--caption-noise-kinds`; section I), and `--shape-range` lets circles and squares overlap as colour names do
+(section L). What the shipped recipe also keeps: an EMA window short enough not to lag
 (0.995), a rate decaying to 2%, captions that name each optional attribute 85% of the time, and short later stages
 at a fresh rate. The shipped model (`make train`; the minutes each stage took are in models/toy-sd/training_log.json
 and toy/RESULTS.md):

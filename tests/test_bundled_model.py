@@ -112,6 +112,8 @@ def test_training_smoke_run(tmp_path):
             "1",
             "--caption-keep",
             "0.85",
+            "--vae-color-range",
+            "0.5",
         ],
         capture_output=True,
         text=True,
@@ -131,6 +133,7 @@ def test_training_smoke_run(tmp_path):
     assert log["stages"][1]["config"]["caption_noise_kinds"] == ["color", "shape"]
     assert log["stages"][1]["config"]["caption_noise"] == 0.2
     assert log["stages"][1]["config"]["shape_range"] == 1.0 and log["stages"][0]["config"]["shape_range"] == 0.0
+    assert log["stages"][0]["config"]["vae_color_range"] == 0.5
     assert log["summary"]["minutes"] == round(sum(stage["minutes"] for stage in log["stages"]), 1)
     for name in ("unet", "vae"):
         assert "_name_or_path" not in json.loads((again / name / "config.json").read_text())
@@ -150,6 +153,7 @@ def test_training_smoke_run(tmp_path):
         ("--variation", "-1"),
         ("--color-range", "2.5"),
         ("--shape-range", "-0.5"),
+        ("--vae-color-range", "3"),
         ("--caption-noise-kinds", "color,hue"),
     ],
 )

@@ -16,8 +16,9 @@ and K-LMS most at guidance 7.5 (toy/EXPERIMENTS.md, J to L). Options, off by def
 shipped: `--high-noise-share` draws that share of the timesteps from the noisier half of the schedule, `--min-snr-gamma`
 weights the loss by Min-SNR (Hang et al. 2023), `--x0-weight-cap` weights the noisiest steps by 1/SNR, `--variation`
 varies shades and lighting that no caption names, caption noise on the other kinds of word
-(`--caption-noise-kinds`; section I), and `--shape-range` lets circles and squares overlap as colour names do
-(section L). What the shipped recipe also keeps: an EMA window short enough not to lag
+(`--caption-noise-kinds`; section I), `--shape-range` lets circles and squares overlap as colour names do
+(section L); `--vae-color-range` gives the VAE stage a colour range of its own (not yet measured: section L, end).
+What the shipped recipe also keeps: an EMA window short enough not to lag
 (0.995), a rate decaying to 2%, captions that name each optional attribute 85% of the time, and short later stages
 at a fresh rate. The shipped model (`make train`; the minutes each stage took are in models/toy-sd/training_log.json
 and toy/RESULTS.md):
@@ -89,6 +90,7 @@ class Config:
     variation: float = 0.0  # unnamed shade and lighting variety in the pictures (world.render); EXPERIMENTS.md, I
     color_range: float = 0.9  # how much of the way to the next name each named colour covers (world.render); J
     shape_range: float = 0.0  # the same for the outlines of circles and squares (world.shape_exponent); L
+    vae_color_range: float | None = None  # the VAE stage's own colour range (None: color_range); L, the end
     seed: int = 0
 
 
@@ -355,6 +357,11 @@ def main() -> None:
         help="the share of the way to the next name a colour may vary, 0 to 2 (above 1, neighbouring names overlap)",
     )
     parser.add_argument(
+        "--vae-color-range",
+        type=float,
+        help="the colour range of the pictures the VAE stage trains on, 0 to 2 (default: --color-range's)",
+    )
+    parser.add_argument(
         "--shape-range",
         type=float,
         help="the share of the way to the circle/square boundary an outline may vary, 0 to 2 (above 1, they overlap)",
@@ -379,6 +386,7 @@ def main() -> None:
         "variation": ("variation", 0.0, 1.0),
         "color_range": ("color_range", 0.0, 2.0),
         "shape_range": ("shape_range", 0.0, 2.0),
+        "vae_color_range": ("vae_color_range", 0.0, 2.0),
         "warmup": ("warmup", 0, math.inf),
     }
     changes = {"seed": args.seed}
@@ -413,8 +421,11 @@ def main() -> None:
             UNet2DConditionModel.from_pretrained(args.resume, subfolder="unet", torch_dtype=torch.float32),
             CLIPTextModel.from_pretrained(args.resume, subfolder="text_encoder", dtype=torch.float32),
         )
-    else:
+    elif cfg.vae_color_range is None or cfg.vae_color_range == cfg.color_range:
         vae, start = train_vae(cfg, images, log), None
+    else:  # the VAE learns its own world: the same seed's scenes, drawn at its colour range
+        vae_world = dataclasses.replace(cfg, color_range=cfg.vae_color_range)
+        vae, start = train_vae(cfg, make_dataset(vae_world, np.random.default_rng(cfg.seed))[1], log), None
     means, stds = encode_all(vae, images)
     if not args.resume:
         vae.register_to_config(scaling_factor=round(float(1.0 / means.std()), 5))

@@ -359,7 +359,7 @@ def main() -> None:
     parser.add_argument(
         "--vae-color-range",
         type=float,
-        help="the colour range of the pictures the VAE stage trains on, 0 to 2 (default: --color-range's)",
+        help="the colour range of the pictures the VAE trains on (first stage only), 0 to 2 (default: --color-range's)",
     )
     parser.add_argument(
         "--shape-range",
@@ -421,11 +421,12 @@ def main() -> None:
             UNet2DConditionModel.from_pretrained(args.resume, subfolder="unet", torch_dtype=torch.float32),
             CLIPTextModel.from_pretrained(args.resume, subfolder="text_encoder", dtype=torch.float32),
         )
-    elif cfg.vae_color_range is None or cfg.vae_color_range == cfg.color_range:
-        vae, start = train_vae(cfg, images, log), None
-    else:  # the VAE learns its own world: the same seed's scenes, drawn at its colour range
-        vae_world = dataclasses.replace(cfg, color_range=cfg.vae_color_range)
-        vae, start = train_vae(cfg, make_dataset(vae_world, np.random.default_rng(cfg.seed))[1], log), None
+    else:  # with a colour range of its own, the VAE learns the same seed's scenes drawn at that range
+        vae_images = images
+        if cfg.vae_color_range not in (None, cfg.color_range):
+            vae_cfg = dataclasses.replace(cfg, color_range=cfg.vae_color_range)
+            vae_images = make_dataset(vae_cfg, np.random.default_rng(cfg.seed))[1]
+        vae, start = train_vae(cfg, vae_images, log), None
     means, stds = encode_all(vae, images)
     if not args.resume:
         vae.register_to_config(scaling_factor=round(float(1.0 / means.std()), 5))

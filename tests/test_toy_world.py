@@ -232,3 +232,6 @@ def test_vae_ceiling_draws_the_vaes_world_with_each_colour_inside_its_name():
     assert vae_world({"variation": 0.5, "color_range": 0.9}) == {"variation": 0.5, "color_range": 0.9, "shape_range": 0}
     assert vae_world({"color_range": 2.0, "shape_range": 1.5}) == {"variation": 0, "color_range": 1, "shape_range": 1}
     assert vae_world({}) == {"variation": 0.0, "color_range": 0.0, "shape_range": 0.0}  # a log from before the options
+    # the VAE's own colour range (toy.train --vae-color-range), when the first stage gave it one
+    assert vae_world({"color_range": 2.0, "vae_color_range": 0.9})["color_range"] == 0.9
+    assert vae_world({"color_range": 2.0, "vae_color_range": None})["color_range"] == 1

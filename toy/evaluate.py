@@ -75,11 +75,13 @@ def accuracy(components: Components, prompts: list[str], seed: int, **kwargs) ->
 
 
 def vae_world(first_stage: dict) -> dict[str, float]:
-    """world.render's options for the VAE ceiling: the world the VAE was trained on (the first stage's; older logs
-    predate the options), with each colour and outline kept within half-way to its neighbours (color_range and
-    shape_range at most 1). A picture drawn nearer a neighbouring name, as overlapping names allow, has no one right
-    reading, so it cannot measure the VAE."""
+    """world.render's options for the VAE ceiling: the world the VAE was trained on (the first stage's, with its own
+    colour range if `--vae-color-range` gave one; older logs predate the options), with each colour and outline kept
+    within half-way to its neighbours (color_range and shape_range at most 1). A picture drawn nearer a neighbouring
+    name, as overlapping names allow, has no one right reading, so it cannot measure the VAE."""
     options = {key: float(first_stage.get(key, 0.0)) for key in ("variation", "color_range", "shape_range")}
+    if first_stage.get("vae_color_range") is not None:
+        options["color_range"] = float(first_stage["vae_color_range"])
     return {**options, "color_range": min(options["color_range"], 1.0), "shape_range": min(options["shape_range"], 1.0)}
 
 

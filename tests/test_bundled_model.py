@@ -166,6 +166,21 @@ def test_training_refuses_an_option_out_of_range(tmp_path, flag: str, value: str
     assert not out.exists()
 
 
+def test_vae_probe_trains_the_first_stages_vae_and_reads_its_ceiling():
+    """toy.vae_probe: the VAE of toy.train's first stage alone, measured on the capped world toy.evaluate uses."""
+    base = [sys.executable, "-m", "toy.vae_probe", "--smoke", "--threads", "1"]
+    run = subprocess.run([*base, "--vae-steps", "2", "--color-range", "2"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    header, options, ceiling = run.stdout.strip().splitlines()[-3:]
+    assert "--color-range 2, 2 steps" in header
+    assert "'color_range': 1.0" in options  # drawn with each colour inside its name, as make evaluate draws
+    scores = dict(item.rsplit(" ", 1) for item in ceiling.split(", "))
+    assert set(scores) == set(world.ATTRIBUTES) and all(0 <= float(v) <= 100 for v in scores.values())
+    for flag, value in (("--color-range", "2.5"), ("--vae-steps", "0")):
+        bad = subprocess.run([*base, flag, value], capture_output=True, text=True)
+        assert bad.returncode == 2 and flag in bad.stderr and value in bad.stderr, bad.stderr[-500:]
+
+
 def test_training_draws_the_asked_share_of_noisy_timesteps():
     from toy.train import Config, sample_timesteps
 

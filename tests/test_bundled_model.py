@@ -176,6 +176,8 @@ def test_vae_probe_trains_the_first_stages_vae_and_reads_its_ceiling():
     assert "'color_range': 1.0" in options  # drawn with each colour inside its name, as make evaluate draws
     scores = dict(item.rsplit(" ", 1) for item in ceiling.split(", "))
     assert set(scores) == set(world.ATTRIBUTES) and all(0 <= float(v) <= 100 for v in scores.values())
+    defaults = subprocess.run(base, capture_output=True, text=True)  # the smoke config's own range and steps
+    assert defaults.returncode == 0 and "--color-range 0.9, 3 steps" in defaults.stdout, defaults.stderr[-2000:]
     for flag, value in (("--color-range", "2.5"), ("--vae-steps", "0")):
         bad = subprocess.run([*base, flag, value], capture_output=True, text=True)
         assert bad.returncode == 2 and flag in bad.stderr and value in bad.stderr, bad.stderr[-500:]

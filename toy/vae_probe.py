@@ -23,19 +23,20 @@ from toy.evaluate import vae_ceiling, vae_world
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--color-range", type=float, default=train.Config.color_range, help="as toy.train's, 0 to 2")
-    parser.add_argument("--vae-steps", type=int, default=train.Config.vae_steps)
+    parser.add_argument("--color-range", type=float, help="as toy.train's, 0 to 2 (default: toy.train's)")
+    parser.add_argument("--vae-steps", type=int, help="VAE steps (default: toy.train's)")
     parser.add_argument("--smoke", action="store_true", help="toy.train's tiny config, for tests")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    if not 0 <= args.color_range <= 2:
+    if args.color_range is not None and not 0 <= args.color_range <= 2:
         parser.error(f"--color-range must be between 0 and 2, got {args.color_range}")
-    if args.vae_steps < 1:
+    if args.vae_steps is not None and args.vae_steps < 1:
         parser.error(f"--vae-steps must be at least 1, got {args.vae_steps}")
     torch.set_num_threads(args.threads)
 
     base = train.SMOKE if args.smoke else train.Config()
-    cfg = dataclasses.replace(base, color_range=args.color_range, vae_steps=args.vae_steps)
+    changes = {"color_range": args.color_range, "vae_steps": args.vae_steps}
+    cfg = dataclasses.replace(base, **{key: value for key, value in changes.items() if value is not None})
     torch.manual_seed(cfg.seed)  # as toy.train's first stage, so the same options give the same VAE
     started = time.time()
     images = train.make_dataset(cfg, np.random.default_rng(cfg.seed))[1]

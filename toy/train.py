@@ -17,7 +17,8 @@ shipped: `--high-noise-share` draws that share of the timesteps from the noisier
 weights the loss by Min-SNR (Hang et al. 2023), `--x0-weight-cap` weights the noisiest steps by 1/SNR, `--variation`
 varies shades and lighting that no caption names, caption noise on the other kinds of word
 (`--caption-noise-kinds`; section I), `--shape-range` lets circles and squares overlap as colour names do
-(section L); `--vae-color-range` gives the VAE stage a colour range of its own (not yet measured: section L, end).
+(section L); `--vae-color-range` gives the VAE stage a colour range of its own (section M: worse; the overlapping
+world needs a VAE trained on it, for twice the steps, `--vae-steps 2800`, the next recipe to ship).
 What the shipped recipe also keeps: an EMA window short enough not to lag
 (0.995), a rate decaying to 2%, captions that name each optional attribute 85% of the time, and short later stages
 at a fresh rate. The shipped model (`make train`; the minutes each stage took are in models/toy-sd/training_log.json

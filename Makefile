@@ -43,11 +43,12 @@ lab: $(VENV)/.runtime
 notebook: $(VENV)/.dev
 	$(PY) tools/execute_notebook.py $(NOTEBOOK)
 
-## train: retrain the bundled model in models/toy-sd from scratch, in three stages (about 56 minutes on 2 CPU cores:
-## toy/RESULTS.md); the last goes on with neighbouring colour names overlapping (toy/EXPERIMENTS.md, K and L)
+## train: retrain the bundled model in models/toy-sd from scratch, in three stages (about 60 minutes on 2 CPU cores:
+## toy/RESULTS.md), all in the world where neighbouring colour names overlap, with a VAE trained twice as long
+## (toy/EXPERIMENTS.md, K to M)
 train: $(VENV)/.runtime
-	$(PY) -m toy.train
-	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20
+	$(PY) -m toy.train --color-range 2.0 --vae-steps 2800
+	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20 --color-range 2.0
 	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20 --color-range 2.0
 
 ## evaluate: measure the bundled model's prompt adherence into toy/RESULTS.md

@@ -108,6 +108,14 @@ SMOKE = Config(
 )
 
 
+def stage_config(folder: Path, stage: int = -1) -> Config:
+    """The Config one training stage of a saved model ran with, read from its training_log.json (the last by
+    default): how that model's training pictures were drawn and captioned."""
+    saved = json.loads((Path(folder) / "training_log.json").read_text())["stages"][stage]["config"]
+    names = {field.name for field in dataclasses.fields(Config)}
+    return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names})
+
+
 def build_vae(cfg: Config) -> AutoencoderKL:
     n = len(cfg.vae_channels)
     return AutoencoderKL(

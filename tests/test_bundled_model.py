@@ -14,7 +14,9 @@ from diffusers import StableDiffusionPipeline
 
 from helpers.models import BUNDLED_MODEL, Components, load_components
 from helpers.sampling import generate
+from helpers.schedulers import make_scheduler
 from toy import world
+from toy.screen import with_spacing
 from toy.train import SMOKE, stage_config
 
 PROMPTS = [
@@ -88,6 +90,20 @@ def test_sd_defaults_give_what_the_results_claim(bundled: Components, scheduler:
     claimed = results_row(f"{scheduler}, 20 steps")
     for key, value in claimed.items():
         assert abs(measured[key] - value) <= 3.0, (scheduler, key, measured[key], value)
+
+
+def test_screen_gives_every_scheduler_the_asked_grid(bundled: Components):
+    """`toy.screen --timestep-spacing`: PNDM and K-LMS, whose own grids differ, both start where the spacing says."""
+    assert with_spacing(bundled, None) is bundled
+    for spacing, first in (("trailing", 999), ("leading", 951), ("linspace", 999)):
+        config = with_spacing(bundled, spacing).scheduler_config
+        for name in ("pndm", "lms"):
+            scheduler = make_scheduler(name, config)
+            scheduler.set_timesteps(20)
+            assert scheduler.config.timestep_spacing == spacing and round(float(scheduler.timesteps[0])) == first
+    assert bundled.scheduler_config.get("timestep_spacing") is None  # the loaded model's own config is untouched
+    with pytest.raises(ValueError, match="timestep_spacing must be one of"):
+        with_spacing(bundled, "even")
 
 
 def test_training_smoke_run(tmp_path):

@@ -3,24 +3,41 @@
 `make evaluate`'s 164 one-shape training prompts (its seed for those rows) with PNDM, K-LMS and DPM-Solver++, and its 60
 two-shape prompts with DPM-Solver++ and PNDM, all at guidance 7.5 and 20 steps; accuracy in percent.
 
-    python -m toy.screen MODEL_FOLDER [--schedulers pndm,lms,dpm++]
+    python -m toy.screen MODEL_FOLDER [--schedulers pndm,lms,dpm++] [--timestep-spacing trailing]
+
+`--timestep-spacing` gives every scheduler the same grid (SD v1.5's scheduler file names none, so each takes its own
+default: "leading" for PNDM and DDIM, "linspace" for K-LMS, Heun and the Euler ones), to see what a grid does.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import torch
 
-from helpers.models import load_components
+from helpers.models import Components, load_components
 from helpers.schedulers import SCHEDULERS
 from toy.evaluate import ROWS_SEED, accuracy, prompt_sets
+
+SPACINGS = ("leading", "linspace", "trailing")
+
+
+def with_spacing(components: Components, spacing: str | None) -> Components:
+    """The same components with every scheduler built on the given timestep spacing (None: each its own default)."""
+    if spacing is None:
+        return components
+    if spacing not in SPACINGS:
+        raise ValueError(f"timestep_spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+    config = {**components.scheduler_config, "timestep_spacing": spacing}
+    return dataclasses.replace(components, scheduler_config=config)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a model folder in diffusers' layout")
     parser.add_argument("--schedulers", default="pndm,lms,dpm++", help="comma-separated, for the one-shape prompts")
+    parser.add_argument("--timestep-spacing", choices=SPACINGS, help="one grid for every scheduler (default: its own)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     schedulers = args.schedulers.split(",")
@@ -28,13 +45,15 @@ def main() -> None:
         if name not in SCHEDULERS:
             parser.error(f"--schedulers: unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
     torch.set_num_threads(args.threads)
-    components = load_components(args.model, device="cpu", dtype=torch.float32)
+    components = with_spacing(load_components(args.model, device="cpu", dtype=torch.float32), args.timestep_spacing)
     train, _, pairs = prompt_sets()
     settings = {"num_inference_steps": 20, "guidance_scale": 7.5}
     runs = [("one shape", name, train) for name in schedulers] + [("two shapes", n, pairs) for n in ("dpm++", "pndm")]
     for kind, name, prompts in runs:
         acc, _, _ = accuracy(components, prompts, seed=ROWS_SEED, scheduler=name, **settings)
-        print(f"{args.model} {name} {kind}: " + " ".join(f"{k} {v:.1f}" for k, v in sorted(acc.items())), flush=True)
+        grid = f" ({args.timestep_spacing})" if args.timestep_spacing else ""
+        scores = " ".join(f"{k} {v:.1f}" for k, v in sorted(acc.items()))
+        print(f"{args.model} {name}{grid} {kind}: {scores}", flush=True)
 
 
 if __name__ == "__main__":

@@ -235,3 +235,11 @@ def test_vae_ceiling_draws_the_vaes_world_with_each_colour_inside_its_name():
     # the VAE's own colour range (toy.train --vae-color-range), when the first stage gave it one
     assert vae_world({"color_range": 2.0, "vae_color_range": 0.9})["color_range"] == 0.9
     assert vae_world({"color_range": 2.0, "vae_color_range": None})["color_range"] == 1
+
+
+def test_guidance_curve_names_every_scale_where_it_peaks():
+    from toy.evaluate import CURVE, peaks
+
+    assert peaks([87.6, 96.6, 99.5, 99.5, 97.8, 91.0]) == [3.0, 5.0]  # a tie: both named
+    assert peaks([88.5, 97.1, 99.3, 99.5, 99.8, 99.3]) == [7.5]
+    assert peaks([1.0, 2.0], scales=(1.0, 10.0)) == [10.0] and len(CURVE) == 6

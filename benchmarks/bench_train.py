@@ -37,8 +37,9 @@ SETTINGS = {"oneDNN": False, "channels_last, PyTorch convolutions": True}  # nam
 
 def unet_step_fn(cfg: train.Config, native: bool, seed: int = 0) -> Callable[[], float]:
     """One optimiser step of the U-Net stage on fixed inputs (a fresh model from the seed), as a call."""
+    latent_size = world.IMAGE_SIZE // 2 ** (len(cfg.vae_channels) - 1)  # the VAE's scale factor, as in training
     torch.manual_seed(seed)
-    unet, text_encoder = train.build_unet(cfg, world.IMAGE_SIZE // 8), train.build_text_encoder(cfg)
+    unet, text_encoder = train.build_unet(cfg, latent_size), train.build_text_encoder(cfg)
     unet.train(), text_encoder.train()
     unet.set_attn_processor(AttnProcessor())  # as toy.train trains it
     if native:
@@ -48,10 +49,11 @@ def unet_step_fn(cfg: train.Config, native: bool, seed: int = 0) -> Callable[[],
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     scenes = [world.sample_scene(rng) for _ in range(cfg.unet_batch)]
     captions = [world.caption(s, rng, cfg.caption_keep) for s in scenes]
-    ids = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER)(
-        captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    tokenizer = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER)
+    ids = tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids
-    latents = torch.randn((cfg.unet_batch, 4, world.IMAGE_SIZE // 8, world.IMAGE_SIZE // 8), generator=gen)
+    latents = torch.randn((cfg.unet_batch, unet.config.in_channels, latent_size, latent_size), generator=gen)
     noise = torch.randn(latents.shape, generator=gen)
     scheduler = DDPMScheduler.from_config(SD15_SCHEDULER)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.unet_batch,), generator=gen)

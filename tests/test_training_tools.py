@@ -44,3 +44,31 @@ def test_pixels_are_normalised_as_before_to_the_last_bit_or_one():
     assert ours.shape == (1, 3, 16, 16) and ours.dtype == torch.float32
     assert (ours - before).abs().max() <= 2.0**-23  # one unit in the last place at 1.0, at most
     assert ours.min() == -1.0 and ours.max() == 1.0
+
+
+def test_caption_tokens_are_the_ids_of_one_batched_tokenizer_call():
+    """The cache returns what the tokenizer returns for the batch: padded to 77, long captions cut, empty ones kept."""
+    from transformers import CLIPTokenizer
+
+    from helpers.models import CLIP_TOKENIZER
+
+    tokenizer = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER)
+    tokens = train.CaptionTokens(tokenizer)
+    long = " ".join(["a large red circle on the left"] * 20)
+    for captions in (["a red circle", "", "a blue square on a black background"], ["", long, "a red circle", ""]):
+        expected = tokenizer(
+            captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        ids = tokens(captions)
+        assert ids.dtype == expected.dtype and torch.equal(ids, expected)
+    assert ids.shape == (4, tokenizer.model_max_length) and len(tokens.known) == 4  # each caption tokenized once
+
+
+def test_encoding_in_smaller_batches_gives_the_same_numbers():
+    torch.manual_seed(0)
+    vae = train.build_vae(train.SMOKE).eval()
+    images = np.random.default_rng(0).integers(0, 256, (20, 64, 64, 3), dtype=np.uint8)
+    means, stds = train.encode_all(vae, images, batch=8)
+    means_one, stds_one = train.encode_all(vae, images, batch=20)
+    assert means.shape == (20, 4, 8, 8) and torch.equal(means, means_one) and torch.equal(stds, stds_one)
+    assert means.std() > 0

@@ -1,4 +1,4 @@
-"""Matplotlib figures for the tutorial: image grids, schedules, measured curves and attention maps."""
+"""Matplotlib figures for the tutorial: image grids, measured curves, loss curves and attention maps."""
 
 from __future__ import annotations
 
@@ -38,30 +38,6 @@ def image_grid(
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()  # makes room for every title, so none hides behind the row above
-    return fig
-
-
-def plot_schedules(schedules: dict[str, Sequence[float]], ylabel: str, title: str) -> Figure:
-    """One small panel per schedule: a value (timestep or sigma) against the U-Net evaluation, with the schedules of
-    about the same length in light gray behind it, so that lines which nearly coincide can still be told apart."""
-    cols = min(3, len(schedules))
-    rows = -(-len(schedules) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.3 * rows + 0.4), sharey=True, squeeze=False)
-    for ax, (name, values) in zip(axes.flat, schedules.items()):
-        for other in schedules.values():
-            if abs(len(other) - len(values)) <= 1:
-                ax.plot(range(len(other)), other, color="0.8", lw=1)
-        ax.plot(range(len(values)), values, marker=".", color="C3")
-        ax.set_title(f"{name} ({len(values)})", fontsize=9)
-        ax.grid(alpha=0.3)
-    for ax in axes.flat[len(schedules) :]:
-        ax.axis("off")
-    for ax in axes[-1]:
-        ax.set_xlabel("U-Net evaluation")
-    for ax in axes[:, 0]:
-        ax.set_ylabel(ylabel)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 

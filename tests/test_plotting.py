@@ -27,13 +27,3 @@ def test_image_grid_draws_gray_panels_on_one_scale() -> None:
     # without a fixed scale, matplotlib would stretch each constant panel on its own and the two would look alike
     assert [ax.images[0].get_clim() for ax in gray_axes] == [(0.0, 1.0), (0.0, 1.0)]
     plt.close(fig)
-
-
-def test_plot_schedules_one_panel_per_schedule_with_neighbours_in_gray() -> None:
-    lines = {"a": list(range(20, 0, -1)), "b": list(range(21, 0, -1)), "c": list(range(39, 0, -1))}
-    fig = plotting.plot_schedules(lines, "timestep", "title")
-    visible = [ax for ax in fig.axes if ax.axison]
-    assert [ax.get_title() for ax in visible] == ["a (20)", "b (21)", "c (39)"]
-    # a and b (lengths within one) show each other in gray; c (39) has only its own line
-    assert [len(ax.lines) for ax in visible] == [3, 3, 2]
-    plt.close(fig)

@@ -369,6 +369,9 @@ def main() -> None:
     parser.add_argument("--ema-decay", type=float, help="EMA decay of the saved U-Net and text encoder weights")
     parser.add_argument("--lr-floor", type=float, help="the share of the rate the cosine decays to")
     parser.add_argument("--caption-keep", type=float, help="probability that a caption names each optional attribute")
+    parser.add_argument(
+        "--empty-caption-prob", type=float, help="share of empty captions, which train the unconditional prediction"
+    )
     parser.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
     parser.add_argument("--min-snr-gamma", type=float, help="Min-SNR loss weighting; 0 is off")
     parser.add_argument("--caption-noise", type=float, help="chance that a named attribute is named wrong, 0 to 1")
@@ -408,6 +411,7 @@ def main() -> None:
         "ema_decay": ("ema_decay", 0.0, 0.9999),
         "lr_floor": ("lr_floor", 0.0, 1.0),
         "caption_keep": ("caption_keep", 0.0, 1.0),
+        "empty_caption_prob": ("empty_caption_prob", 0.0, 1.0),
         "caption_noise": ("caption_noise", 0.0, 1.0),
         "variation": ("variation", 0.0, 1.0),
         "color_range": ("color_range", 0.0, 2.0),

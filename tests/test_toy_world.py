@@ -243,3 +243,17 @@ def test_guidance_curve_names_every_scale_where_it_peaks():
     assert peaks([87.6, 96.6, 99.5, 99.5, 97.8, 91.0]) == [3.0, 5.0]  # a tie: both named
     assert peaks([88.5, 97.1, 99.3, 99.5, 99.8, 99.3]) == [7.5]
     assert peaks([1.0, 2.0], scales=(1.0, 10.0)) == [10.0] and len(CURVE) == 6
+
+
+def test_guidance_curve_axis_starts_at_80_or_low_enough_for_every_point():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from toy.evaluate import plot_curves
+
+    high = plot_curves({"a": [87.6, 96.6, 99.5, 99.5, 97.8, 91.0]}, "t")
+    low = plot_curves({"a": [61.2, 96.6, 99.5, 99.5, 97.8, 91.0]}, "t")
+    assert high.axes[0].get_ylim() == (80.0, 101.0) and low.axes[0].get_ylim() == (60.0, 101.0)
+    plt.close("all")

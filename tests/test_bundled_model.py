@@ -143,7 +143,7 @@ def test_training_smoke_run(tmp_path):
     again = tmp_path / "resumed"
     args = ["--smoke", "--threads", "1", "--resume", str(out), "--steps", "2", "--caption-keep", "1"]
     args += ["--caption-noise", "0.2", "--caption-noise-kinds", "color,shape", "--shape-range", "1"]
-    args += ["--empty-caption-prob", "0.25"]
+    args += ["--empty-caption-prob", "0.25", "--two-shape-prob", "0.5"]
     args += ["--out", str(again)]
     run = subprocess.run([sys.executable, "-m", "toy.train", *args], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -153,6 +153,7 @@ def test_training_smoke_run(tmp_path):
     assert log["stages"][1]["config"]["caption_noise"] == 0.2
     assert log["stages"][1]["config"]["empty_caption_prob"] == 0.25
     assert log["stages"][0]["config"]["empty_caption_prob"] == 0.1
+    assert log["stages"][1]["config"]["two_shape_prob"] == 0.5 and log["stages"][0]["config"]["two_shape_prob"] == 0.25
     assert log["stages"][1]["config"]["shape_range"] == 1.0 and log["stages"][0]["config"]["shape_range"] == 0.0
     assert log["stages"][0]["config"]["vae_color_range"] == 0.5
     assert stage_config(again, 0) == dataclasses.replace(SMOKE, vae_color_range=0.5, min_snr_gamma=5.0,
@@ -173,6 +174,7 @@ def test_training_smoke_run(tmp_path):
         ("--lr-floor", "-0.1"),
         ("--caption-keep", "2"),
         ("--empty-caption-prob", "1.2"),
+        ("--two-shape-prob", "-0.2"),
         ("--x0-weight-cap", "-1"),
         ("--steps", "0"),  # once silently replaced by the default (`args.steps or cfg.unet_steps`)
         ("--caption-noise", "1.5"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel
@@ -72,3 +73,36 @@ def test_encoding_in_smaller_batches_gives_the_same_numbers():
     means_one, stds_one = train.encode_all(vae, images, batch=20)
     assert means.shape == (20, 4, 8, 8) and torch.equal(means, means_one) and torch.equal(stds, stds_one)
     assert means.std() > 0
+
+
+def test_two_shape_prob_sets_the_share_of_two_shape_pictures():
+    """--two-shape-prob reaches the scenes; the default keeps the shipped model's data (a quarter with two shapes)."""
+    for share in (0.0, 0.25, 1.0):
+        cfg = train.Config(num_images=200, two_shape_prob=share)
+        scenes, images = train.make_dataset(cfg, np.random.default_rng(0))
+        two = sum(len(scene.shapes) == 2 for scene in scenes) / len(scenes)
+        assert images.shape == (200, 64, 64, 3)
+        assert abs(two - share) <= 0.08, (share, two)
+    default, _ = train.make_dataset(train.Config(num_images=50), np.random.default_rng(1))
+    explicit, _ = train.make_dataset(train.Config(num_images=50, two_shape_prob=0.25), np.random.default_rng(1))
+    assert default == explicit
+
+
+def test_pair_misses_counts_each_named_shape_and_what_was_read_instead():
+    """toy.pair_misses on drawn two-shape scenes: every shape read right; a caption naming the wrong shape is a miss."""
+    from toy import world
+    from toy.pair_misses import shape_misses
+
+    rng = np.random.default_rng(0)
+    scenes = [world.sample_scene(rng, two_shape_prob=1.0) for _ in range(12)]
+    images = [world.render(scene, rng) for scene in scenes]
+    prompts = [world.caption(scene) for scene in scenes]
+    named, right, misses = shape_misses(prompts, images)
+    assert sum(named.values()) == 24 and right == named and not misses
+    first = scenes[0].shapes[0].shape
+    other = next(s for s in world.SHAPES if s != first)
+    wrong = prompts[0].replace(f" {first}", f" {other}", 1)
+    named, right, misses = shape_misses([wrong], images[:1])
+    assert misses == {(other, first): 1} and named[other] >= 1
+    with pytest.raises(ValueError, match="two shapes"):
+        shape_misses(["a red circle"], images[:1])

@@ -67,6 +67,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclass
 class Config:
     num_images: int = 24000
+    two_shape_prob: float = 0.25  # share of training pictures with two shapes (world.sample_scene); EXPERIMENTS.md, O
     vae_channels: tuple[int, ...] = (16, 32, 64, 64)
     vae_steps: int = 1400
     vae_batch: int = 32
@@ -196,7 +197,7 @@ def loss_weights(cfg: Config, noise_scheduler: DDPMScheduler, t: torch.Tensor) -
 
 
 def make_dataset(cfg: Config, rng: np.random.Generator) -> tuple[list[world.Scene], np.ndarray]:
-    scenes = [world.sample_scene(rng) for _ in range(cfg.num_images)]
+    scenes = [world.sample_scene(rng, two_shape_prob=cfg.two_shape_prob) for _ in range(cfg.num_images)]
     images = np.stack(
         [
             world.render(s, rng, cfg.variation, cfg.color_range, cfg.shape_range)
@@ -373,6 +374,7 @@ def main() -> None:
     parser.add_argument(
         "--empty-caption-prob", type=float, help="share of empty captions, which train the unconditional prediction"
     )
+    parser.add_argument("--two-shape-prob", type=float, help="share of training pictures with two shapes, 0 to 1")
     parser.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
     parser.add_argument("--min-snr-gamma", type=float, help="Min-SNR loss weighting; 0 is off")
     parser.add_argument("--caption-noise", type=float, help="chance that a named attribute is named wrong, 0 to 1")
@@ -413,6 +415,7 @@ def main() -> None:
         "lr_floor": ("lr_floor", 0.0, 1.0),
         "caption_keep": ("caption_keep", 0.0, 1.0),
         "empty_caption_prob": ("empty_caption_prob", 0.0, 1.0),
+        "two_shape_prob": ("two_shape_prob", 0.0, 1.0),
         "caption_noise": ("caption_noise", 0.0, 1.0),
         "variation": ("variation", 0.0, 1.0),
         "color_range": ("color_range", 0.0, 2.0),

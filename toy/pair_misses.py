@@ -20,21 +20,26 @@ from toy import world
 from toy.evaluate import prompt_sets
 
 
+def shape_reads(prompt: str, image) -> list[tuple[str, str | None]]:
+    """(named, read back) for each of the two shapes a prompt names, left then right."""
+    wanted = world.parse_caption(prompt)["shapes"]
+    if len(wanted) != 2:
+        raise ValueError(f"prompt must name two shapes, got {prompt!r}")
+    seen = world.read_scene(np.asarray(image), num_shapes=2)["shapes"]
+    return [(want["shape"], got["shape"]) for want, got in zip(wanted, seen)]
+
+
 def shape_misses(prompts: list[str], images: list) -> tuple[Counter, Counter, Counter]:
     """Over the shapes two-shape prompts name: how many of each shape were named, how many of those were read back
     right, and each miss as (named, read)."""
     named, right, misses = Counter(), Counter(), Counter()
     for prompt, image in zip(prompts, images):
-        wanted = world.parse_caption(prompt)["shapes"]
-        if len(wanted) != 2:
-            raise ValueError(f"prompts must each name two shapes, got {prompt!r}")
-        seen = world.read_scene(np.asarray(image), num_shapes=2)["shapes"]
-        for want, got in zip(wanted, seen):
-            named[want["shape"]] += 1
-            if got["shape"] == want["shape"]:
-                right[want["shape"]] += 1
+        for want, got in shape_reads(prompt, image):
+            named[want] += 1
+            if got == want:
+                right[want] += 1
             else:
-                misses[(want["shape"], got["shape"])] += 1
+                misses[(want, got)] += 1
     return named, right, misses
 
 

@@ -92,6 +92,22 @@ def test_sd_defaults_give_what_the_results_claim(bundled: Components, scheduler:
         assert abs(measured[key] - value) <= 3.0, (scheduler, key, measured[key], value)
 
 
+def test_evaluate_draws_240_two_shape_prompts_after_the_others():
+    """make evaluate's two-shape prompts grew from 60 to 240: the first 60 and every one-shape prompt are as before,
+    each names two different colours, and toy.screen's --more-pairs draws another sample."""
+    from toy.evaluate import prompt_sets, two_shape_prompts
+    from toy.screen import MORE_PAIRS_SEED
+
+    train, held, pairs = prompt_sets()
+    train60, held60, pairs60 = prompt_sets(pairs=60)
+    assert (train, held, pairs[:60]) == (train60, held60, pairs60) and len(pairs) == 240
+    for prompt in pairs:
+        shapes = world.parse_caption(prompt)["shapes"]
+        assert len(shapes) == 2 and shapes[0]["color"] != shapes[1]["color"], prompt
+    more = two_shape_prompts(np.random.default_rng(MORE_PAIRS_SEED), 240)
+    assert len(more) == 240 and sum(a == b for a, b in zip(more, pairs)) < 24  # another sample, not the same list
+
+
 def test_screen_gives_every_scheduler_the_asked_grid(bundled: Components):
     """`toy.screen --timestep-spacing`: PNDM and K-LMS, whose own grids differ, both start where the spacing says."""
     assert with_spacing(bundled, None) is bundled

@@ -91,7 +91,7 @@ def test_two_shape_prob_sets_the_share_of_two_shape_pictures():
 def test_pair_misses_counts_each_named_shape_and_what_was_read_instead():
     """toy.pair_misses on drawn two-shape scenes: every shape read right; a caption naming the wrong shape is a miss."""
     from toy import world
-    from toy.pair_misses import shape_misses
+    from toy.pair_misses import misses_by_drawn_size, shape_misses
 
     rng = np.random.default_rng(0)
     scenes = [world.sample_scene(rng, two_shape_prob=1.0) for _ in range(12)]
@@ -104,5 +104,14 @@ def test_pair_misses_counts_each_named_shape_and_what_was_read_instead():
     wrong = prompts[0].replace(f" {first}", f" {other}", 1)
     named, right, misses = shape_misses([wrong], images[:1])
     assert misses == {(other, first): 1} and named[other] >= 1
+    squares = [s.size for scene in scenes for s in scene.shapes if s.shape == "square"]
+    sizes = misses_by_drawn_size(prompts, images, "square")
+    assert {size: n for size, (_, n) in sizes.items()} == {size: squares.count(size) for size in set(squares)}
+    assert all(missed == 0 for missed, _ in sizes.values())
+    left, right_shape = scenes[0].shapes  # the left one is now named `other` and drawn as `first`: a miss
+    expected = {left.size: [1, 1]}
+    if right_shape.shape == other:  # drawn as named: counted, not missed
+        expected.setdefault(right_shape.size, [0, 0])[1] += 1
+    assert misses_by_drawn_size([wrong], images[:1], other) == {k: tuple(v) for k, v in expected.items()}
     with pytest.raises(ValueError, match="two shapes"):
         shape_misses(["a red circle"], images[:1])

@@ -3,7 +3,7 @@
     python -m toy.pair_misses models/toy-sd     # make evaluate's 240 two-shape prompts, PNDM and DPM-Solver++
 
 Prints, per scheduler at guidance 7.5 and 20 steps, how often each named shape (480 in all: two per prompt) is read
-back as that shape, and each miss as "named -> read".
+back as that shape, each miss as "named -> read", and the squares' misses by the size they were drawn at.
 """
 
 from __future__ import annotations
@@ -20,13 +20,29 @@ from toy import world
 from toy.evaluate import prompt_sets
 
 
-def shape_reads(prompt: str, image) -> list[tuple[str, str | None]]:
-    """(named, read back) for each of the two shapes a prompt names, left then right."""
+def named_and_read(prompt: str, image) -> list[tuple[dict, dict]]:
+    """For each of the two shapes a prompt names, left then right: its named attributes and those read back."""
     wanted = world.parse_caption(prompt)["shapes"]
     if len(wanted) != 2:
         raise ValueError(f"prompt must name two shapes, got {prompt!r}")
-    seen = world.read_scene(np.asarray(image), num_shapes=2)["shapes"]
-    return [(want["shape"], got["shape"]) for want, got in zip(wanted, seen)]
+    return list(zip(wanted, world.read_scene(np.asarray(image), num_shapes=2)["shapes"]))
+
+
+def shape_reads(prompt: str, image) -> list[tuple[str, str | None]]:
+    """(named, read back) for each of the two shapes a prompt names, left then right."""
+    return [(want["shape"], got["shape"]) for want, got in named_and_read(prompt, image)]
+
+
+def misses_by_drawn_size(prompts: list[str], images: list, shape: str) -> dict[str, tuple[int, int]]:
+    """For one named shape: per size it was drawn at (as read back), (missed, drawn). Two-shape prompts name no
+    size, so the size is the model's choice."""
+    drawn, missed = Counter(), Counter()
+    for prompt, image in zip(prompts, images):
+        for want, got in named_and_read(prompt, image):
+            if want["shape"] == shape:
+                drawn[got["size"]] += 1
+                missed[got["size"]] += got["shape"] != shape
+    return {size: (missed[size], n) for size, n in drawn.items()}
 
 
 def shape_misses(prompts: list[str], images: list) -> tuple[Counter, Counter, Counter]:
@@ -65,6 +81,8 @@ def main() -> None:
         shapes = ", ".join(f"{s} {100 * right[s] / n:.0f}% of {n}" for s, n in sorted(named.items()))
         print(f"{name}, seed {args.seed}: shape read right: {shapes}")
         print("  misses (named -> read): " + ", ".join(f"{a} -> {b}: {k}" for (a, b), k in misses.most_common()))
+        sizes = misses_by_drawn_size(pairs, images, "square")
+        print("  squares by the size drawn: " + ", ".join(f"{z}: {m} missed of {n}" for z, (m, n) in sizes.items()))
 
 
 if __name__ == "__main__":

@@ -108,6 +108,17 @@ def test_evaluate_draws_240_two_shape_prompts_after_the_others():
     assert len(more) == 240 and sum(a == b for a, b in zip(more, pairs)) < 24  # another sample, not the same list
 
 
+def test_evaluate_draws_each_open_prompt_four_times():
+    """make evaluate's 75 open prompts (every colour, shape and background once) now get four pictures each: the same
+    75 in the same order, four times over, so a single picture moves the score by a third of a point, not 1.3."""
+    from toy.evaluate import open_prompts
+
+    once, opened = open_prompts(1), open_prompts()
+    assert len(once) == len(set(once)) == 75 and len(opened) == 300
+    assert opened == once * 4
+    assert {world.parse_caption(p)["shapes"][0]["shape"] for p in once} == set(world.SHAPES)
+
+
 def test_screen_gives_every_scheduler_the_asked_grid(bundled: Components):
     """`toy.screen --timestep-spacing`: PNDM and K-LMS, whose own grids differ, both start where the spacing says."""
     assert with_spacing(bundled, None) is bundled

@@ -1,8 +1,8 @@
 """A one-minute screen of a model at Stable Diffusion's defaults, for comparing training runs (toy/EXPERIMENTS.md, J).
 
 `make evaluate`'s 164 one-shape training prompts (its seed for those rows) with PNDM, K-LMS and DPM-Solver++, and
-its 240 two-shape prompts and its 75 prompts that leave attributes open with DPM-Solver++ and PNDM (another starting
-noise than its own for these), all at guidance 7.5 and 20 steps; accuracy in percent.
+its 240 two-shape prompts and its 75 prompts that leave attributes open (four pictures each) with DPM-Solver++ and
+PNDM (another starting noise than its own for these), all at guidance 7.5 and 20 steps; accuracy in percent.
 
     python -m toy.screen MODEL_FOLDER [--schedulers pndm,lms,dpm++] [--timestep-spacing trailing] [--more-pairs 240]
 

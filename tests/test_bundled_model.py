@@ -108,15 +108,29 @@ def test_evaluate_draws_240_two_shape_prompts_after_the_others():
     assert len(more) == 240 and sum(a == b for a, b in zip(more, pairs)) < 24  # another sample, not the same list
 
 
-def test_evaluate_draws_each_open_prompt_four_times():
-    """make evaluate's 75 open prompts (every colour, shape and background once) now get four pictures each: the same
-    75 in the same order, four times over, so a single picture moves the score by a third of a point, not 1.3."""
-    from toy.evaluate import open_prompts
+def test_open_prompts_are_scored_over_four_seeds(bundled: Components):
+    """make evaluate scores its 75 open prompts over four starting noises (OPEN_SEEDS): the pooled percentages are
+    those of every picture's own read-back, and the first seed's pictures are the ones shown."""
+    from toy.evaluate import OPEN_SEEDS, open_prompts, pooled_accuracy
 
-    once, opened = open_prompts(1), open_prompts()
-    assert len(once) == len(set(once)) == 75 and len(opened) == 300
-    assert opened == once * 4
-    assert {world.parse_caption(p)["shapes"][0]["shape"] for p in once} == set(world.SHAPES)
+    opened = open_prompts()
+    assert len(opened) == len(set(opened)) == 75 and len(OPEN_SEEDS) == 4 and OPEN_SEEDS[0] == 5
+    # 3 steps: rough pictures, so that the two seeds score differently and pooling shows
+    prompts, seeds, settings = opened[:3] + opened[-3:], (5, 6), {"num_inference_steps": 3, "scheduler": "dpm++"}
+    pooled, images, _ = pooled_accuracy(bundled, prompts, seeds, **settings)
+    hits: dict[str, list[bool]] = {}
+    shape_right = []
+    for seed in seeds:
+        pictures = generate(bundled, prompts, seed=seed, **settings).images
+        if seed == seeds[0]:
+            assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(pictures, images))
+        scores = [world.score(prompt, np.asarray(picture)) for prompt, picture in zip(prompts, pictures)]
+        shape_right.append(sum(score["shape"] for score in scores))
+        for score in scores:
+            for key, ok in score.items():
+                hits.setdefault(key, []).append(ok)
+    assert shape_right[0] != shape_right[1]  # else one seed's score would pass for the pooled one
+    assert pooled == pytest.approx({key: 100.0 * np.mean(oks) for key, oks in hits.items()})
 
 
 def test_screen_gives_every_scheduler_the_asked_grid(bundled: Components):

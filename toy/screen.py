@@ -24,10 +24,11 @@ import torch
 
 from helpers.models import Components, load_components
 from helpers.schedulers import SCHEDULERS
-from toy.evaluate import ROWS_SEED, accuracy, open_prompts, prompt_sets, two_shape_prompts
+from toy.evaluate import ROWS_SEED, open_prompts, pooled_accuracy, prompt_sets, two_shape_prompts
 
 SPACINGS = ("leading", "linspace", "trailing")
 MORE_PAIRS_SEED = 1  # make evaluate draws its prompts from seed 0
+OPEN_SEEDS = (ROWS_SEED, 13, 14, 15)  # four pictures of each open prompt; none of make evaluate's (5 to 8)
 
 
 def with_spacing(components: Components, spacing: str | None) -> Components:
@@ -64,7 +65,8 @@ def main() -> None:
         more = two_shape_prompts(np.random.default_rng(MORE_PAIRS_SEED), args.more_pairs)
         runs += [(f"{args.more_pairs} more two shapes", n, more) for n in ("dpm++", "pndm")]
     for kind, name, prompts in runs:
-        acc, _, _ = accuracy(components, prompts, seed=ROWS_SEED, scheduler=name, **settings)
+        seeds = OPEN_SEEDS if kind == "open prompts" else (ROWS_SEED,)
+        acc, _, _ = pooled_accuracy(components, prompts, seeds, scheduler=name, **settings)
         grid = f" ({args.timestep_spacing})" if args.timestep_spacing else ""
         scores = " ".join(f"{k} {v:.1f}" for k, v in sorted(acc.items()))
         print(f"{args.model} {name}{grid} {kind}: {scores}", flush=True)

@@ -52,6 +52,8 @@ def child(mode: str, sd15: bool, device_name: str, artefacts: Path, pixels_out: 
     loaded_at = time.perf_counter()
     if mode == "artefacts":
         torch.compiler.load_cache_artifacts(artefacts.read_bytes())
+    if sd15:
+        torch.manual_seed(0)  # random weights: the same in every child, so their pixels can be compared
     components = sd15_random_components(device, dtype) if sd15 else load_components("bundled", device, dtype)
     if mode != "eager":
         # the fastest compiled setting measured on each (benchmarks/RESULTS.md): CUDA graphs on a GPU; on the CPU,

@@ -228,6 +228,8 @@ def test_training_is_reproducible_on_one_machine(tmp_path):
     [
         ("--ema-decay", "1.5"),
         ("--lr-floor", "-0.1"),
+        ("--average-last", "-1"),
+        ("--average-last", "4"),  # more than the smoke config's 3 U-Net steps
         ("--caption-keep", "2"),
         ("--empty-caption-prob", "1.2"),
         ("--two-shape-prob", "-0.2"),

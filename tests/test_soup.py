@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from helpers.models import load_components
-from toy import soup, train
+from toy import evaluate, soup, train
 
 UNET = "unet/diffusion_pytorch_model.safetensors"
 TEXT = "text_encoder/model.safetensors"
@@ -76,3 +76,34 @@ def test_average_state_dicts_refuses_other_shapes():
         soup.average_state_dicts([{"w": torch.zeros(2)}, {"w": torch.zeros(3)}])
     with pytest.raises(ValueError, match=r"states\[1\] has other weights"):
         soup.average_state_dicts([{"w": torch.zeros(2)}, {"v": torch.zeros(2)}])
+
+
+def test_soup_refuses_runs_whose_earlier_stages_differ(tiny_model_dir, tmp_path):
+    runs = [fake_run(tiny_model_dir, tmp_path / f"run{k}", 0.1 * k) for k in range(2)]
+    log = json.loads((runs[1] / "training_log.json").read_text())
+    log["stages"].insert(0, {"command": "another start", "config": {}, "minutes": 1.0})
+    (runs[1] / "training_log.json").write_text(json.dumps(log))
+    with pytest.raises(ValueError, match="runs: .*stages before its last differ"):
+        soup.make_soup(runs, tmp_path / "soup")
+    assert not (tmp_path / "soup").exists()
+
+
+def test_evaluate_names_every_stage_of_a_soup_and_counts_its_minutes(tiny_model_dir, tmp_path):
+    """toy.evaluate's training paragraph: a plain run's stages; a soup's earlier stages and each of its last stages."""
+    first = {"command": "python -m toy.train", "config": {}, "minutes": 40.0}
+    runs = []
+    for k, shift in enumerate((0.0, 0.5, 1.0)):
+        run = fake_run(tiny_model_dir, tmp_path / f"run{k}", shift)
+        log = json.loads((run / "training_log.json").read_text())
+        log["stages"] = [first, {"command": f"last {k}", "config": {}, "minutes": 5.0 + k}]
+        log["summary"] = {"minutes": 45.0 + k}
+        (run / "training_log.json").write_text(json.dumps(log))
+        runs.append(run)
+    plain = evaluate.training_lines(json.loads((runs[0] / "training_log.json").read_text()))
+    assert plain == ["Training: 45.0 minutes on 2 CPU cores in 2 stage(s):", "`python -m toy.train` (40.0 min)",
+                     "`last 0` (5.0 min)"]  # fmt: skip
+    soup.make_soup(runs, tmp_path / "soup")
+    lines = evaluate.training_lines(json.loads((tmp_path / "soup" / "training_log.json").read_text()))
+    assert lines[0].startswith("Training: 58.0 minutes on 2 CPU cores in 4 stages: 1 stage(s), then 3 runs")
+    assert lines[1:] == ["`python -m toy.train` (40.0 min)", "last stage 1: `last 0` (5.0 min)",
+                         "last stage 2: `last 1` (6.0 min)", "last stage 3: `last 2` (7.0 min)"]  # fmt: skip

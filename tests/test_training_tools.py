@@ -28,6 +28,35 @@ def test_diffusers_ema_is_the_warmed_up_average_the_trainer_used():
     assert not torch.allclose(shadow, param.detach(), atol=1e-2)  # the average is not the last value
 
 
+def test_average_last_saves_the_equal_average_of_the_last_steps_weights():
+    """--average-last N (SWA): the saved weights are the mean of the last N steps' weights. With a constant rate the
+    first k steps of a run are a k-step run (the data and noise come in the same order), so a 3-step run averaging
+    its last 2 saves (W2 + W3) / 2, where Wk is a k-step run's last weights (saved with an EMA of decay 0)."""
+    import dataclasses
+
+    from transformers import CLIPTokenizer
+
+    cfg = dataclasses.replace(train.SMOKE, warmup=0, lr_floor=1.0, ema_decay=0.0)
+    scenes, images = train.make_dataset(cfg, np.random.default_rng(0))
+    torch.manual_seed(0)
+    means, stds = train.encode_all(train.build_vae(cfg).eval(), images)
+    tokenizer = CLIPTokenizer.from_pretrained(train.TOKENIZER_DIR)
+
+    def weights(**changes) -> list[torch.Tensor]:
+        torch.manual_seed(1)  # the same initial U-Net and text encoder each time
+        run = dataclasses.replace(cfg, **changes)
+        unet, text_encoder = train.train_unet(run, scenes, means, stds, 1.0, tokenizer, [])
+        return [p.detach().clone() for p in [*unet.parameters(), *text_encoder.parameters()]]
+
+    two, three, averaged = weights(unet_steps=2), weights(unet_steps=3), weights(unet_steps=3, average_last=2)
+    assert any(not torch.allclose(a, b) for a, b in zip(two, three))  # the last step moved the weights
+    for mean, a, b in zip(averaged, two, three, strict=True):
+        torch.testing.assert_close(mean, (a + b) / 2)
+    last = weights(unet_steps=3, average_last=1)  # the average of one step is that step's weights
+    for mean, b in zip(last, three, strict=True):
+        torch.testing.assert_close(mean, b)
+
+
 def test_compute_snr_is_alpha_bar_over_one_minus_alpha_bar():
     scheduler = DDPMScheduler.from_config(SD15_SCHEDULER)
     t = torch.tensor([0, 10, 500, 999])

@@ -172,6 +172,23 @@ def peaks(curve: list[float], scales: tuple[float, ...] = CURVE) -> list[float]:
     return [scale for scale, value in zip(scales, curve) if value >= best - 1e-9]
 
 
+def training_lines(log: dict) -> list[str]:
+    """The training paragraph from a model's training_log.json: each stage's command and minutes; for a soup
+    (toy.soup), the stages before the last, then each last stage it averages, all counted in the minutes."""
+    soup = log.get("soup")
+    if soup is None:
+        lines = [f"Training: {log['summary']['minutes']} minutes on 2 CPU cores in {len(log['stages'])} stage(s):"]
+        return lines + [f"`{st['command']}` ({st['minutes']} min)" for st in log["stages"]]
+    before, last = log["stages"][:-1], soup["last_stages"]
+    minutes = round(sum(st["minutes"] for st in [*before, *last]), 1)
+    lines = [
+        f"Training: {minutes} minutes on 2 CPU cores in {len(before) + len(last)} stages: {len(before)} stage(s), "
+        f"then {len(last)} runs of the last stage from their output, whose weights `python -m toy.soup` averages:"
+    ]
+    lines += [f"`{st['command']}` ({st['minutes']} min)" for st in before]
+    return lines + [f"last stage {k}: `{st['command']}` ({st['minutes']} min)" for k, st in enumerate(last, 1)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Measure the bundled model's prompt adherence.")
     parser.add_argument("--model", default="bundled")
@@ -197,8 +214,7 @@ def main() -> None:
         "Accuracy in percent of the pictures that show the named attribute.",
         "",
     ]
-    lines += [f"Training: {log['summary']['minutes']} minutes on 2 CPU cores in {len(log['stages'])} stage(s):"]
-    lines += [f"`{st['command']}` ({st['minutes']} min)" for st in log["stages"]]
+    lines += training_lines(log)
     size_mb = sum(f.stat().st_size for f in components.source.folder.rglob("*") if f.is_file()) / 2**20
     lines += ["", f"Size of `{components.source.folder.name}/`: {size_mb:.1f} MB."]
     tried = "Training runs that were tried and not shipped, and a colour confusion table"

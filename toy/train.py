@@ -53,6 +53,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.models.attention_processor import AttnProcessor
 from diffusers.training_utils import EMAModel, compute_snr
 from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
@@ -82,6 +83,7 @@ class Config:
     warmup: int = 100
     ema_decay: float = 0.995  # a window of about 200 steps: a longer one lags behind a model still learning fast
     lr_floor: float = 0.02  # the cosine decays to this share of the base rate
+    average_last: int = 0  # save the equal average of the last this many steps' weights (SWA) instead of the EMA
     empty_caption_prob: float = 0.1
     caption_keep: float = 0.85  # each optional attribute is named with this probability
     min_snr_gamma: float = 0.0  # Min-SNR loss weighting (Hang et al. 2023); 0 is off, as in SD's training
@@ -281,8 +283,10 @@ def train_unet(
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.0)
     schedule = lr_schedule(opt, cfg.unet_steps, cfg.warmup, cfg.lr_floor)
-    # diffusers' EMA, with its default warm-up: decay min(ema_decay, (1 + step) / (10 + step)) at each step
+    # The weights saved: diffusers' EMA, with its default warm-up (decay min(ema_decay, (1 + step) / (10 + step)) at
+    # each step); or, with average_last, torch's equal average of the last steps' weights (stochastic weight averaging)
     ema = EMAModel(params, decay=cfg.ema_decay)
+    averages = [AveragedModel(model) for model in (unet, text_encoder)] if cfg.average_last else []
     noise_scheduler = DDPMScheduler.from_config(SD15_SCHEDULER)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     rng = np.random.default_rng(cfg.seed + 3)
@@ -309,12 +313,22 @@ def train_unet(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         schedule.step()
-        ema.step(params)
+        if not averages:
+            ema.step(params)
+        elif step >= cfg.unet_steps - cfg.average_last:
+            for average, model in zip(averages, (unet, text_encoder)):
+                average.update_parameters(model)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         log.append(
             {"stage": "unet", "step": step, "loss": round(loss.item(), 6), "mse": round(per_sample.mean().item(), 6)}
         )
-    ema.copy_to(params)
+    if averages:
+        averaged = [p for average in averages for p in average.module.parameters()]
+        with torch.no_grad():
+            for param, value in zip(params, averaged, strict=True):
+                param.copy_(value)
+    else:
+        ema.copy_to(params)
     unet.set_default_attn_processor()
     return unet.eval(), text_encoder.eval()
 
@@ -370,6 +384,9 @@ def main() -> None:
     parser.add_argument("--x0-weight-cap", type=float, help="weight noisy steps by 1/SNR up to this")
     parser.add_argument("--ema-decay", type=float, help="EMA decay of the saved U-Net and text encoder weights")
     parser.add_argument("--lr-floor", type=float, help="the share of the rate the cosine decays to")
+    parser.add_argument(
+        "--average-last", type=int, help="save the equal average of the last N steps' weights (SWA), not the EMA"
+    )
     parser.add_argument("--caption-keep", type=float, help="probability that a caption names each optional attribute")
     parser.add_argument(
         "--empty-caption-prob", type=float, help="share of empty captions, which train the unconditional prediction"
@@ -413,6 +430,7 @@ def main() -> None:
         "x0_weight_cap": ("x0_weight_cap", 0.0, math.inf),
         "ema_decay": ("ema_decay", 0.0, 0.9999),
         "lr_floor": ("lr_floor", 0.0, 1.0),
+        "average_last": ("average_last", 0, math.inf),
         "caption_keep": ("caption_keep", 0.0, 1.0),
         "empty_caption_prob": ("empty_caption_prob", 0.0, 1.0),
         "two_shape_prob": ("two_shape_prob", 0.0, 1.0),
@@ -440,6 +458,8 @@ def main() -> None:
             )
         changes["caption_noise_kinds"] = kinds
     cfg = dataclasses.replace(SMOKE if args.smoke else Config(), **changes)
+    if cfg.average_last > cfg.unet_steps:
+        parser.error(f"--average-last must be at most the U-Net steps ({cfg.unet_steps}), got {cfg.average_last}")
     torch.manual_seed(cfg.seed)
     started = time.time()
     log: list[dict] = []

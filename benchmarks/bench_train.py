@@ -1,12 +1,14 @@
-"""Training speed on the CPU: one optimiser step of each of `make train`'s two networks, with two convolution kernels.
+"""Training speed on the CPU: one optimiser step of each of `make train`'s two networks, in three settings.
 
 The bundled model's convolutions are small (8x8 latents for the U-Net, 64x64 pictures for the VAE), and for
 inference PyTorch's own kernels on channels_last tensors beat oneDNN's (`bench_cpu.py`). This asks the same of
 training: one step of the U-Net stage (U-Net and text encoder, batch 64, the recipe's loss and AdamW) and one of the
-VAE stage (batch 32), each timed with oneDNN (PyTorch's default) and with channels_last and oneDNN off, the two
-settings in turn in every round, so that a slow spell of the machine falls on both. Prints each setting's median
-seconds per step and the median paired ratio with its 95% interval (timing.py), and the difference between the two
-settings' losses after the same first step from the same weights (other kernels, same maths). Writes a JSON file.
+VAE stage (batch 32), each timed with oneDNN (PyTorch's default), with channels_last and oneDNN off, and with oneDNN
+under bfloat16 autocast (the forward pass in bfloat16, which the CPU's AMX units multiply; weights and optimiser in
+float32), the settings in turn in every round, so that a slow spell of the machine falls on all. Prints each
+setting's median seconds per step and its median paired ratio to oneDNN's with a 95% interval (timing.py), and the
+difference between its loss and oneDNN's after the same first step from the same weights (other kernels, same maths;
+bfloat16 rounds more). Writes a JSON file.
 
     python -m benchmarks.bench_train                    # the shipped recipe's sizes, 2 threads
     python -m benchmarks.bench_train --smoke --rounds 6 --out /tmp/train.json   # the smoke config (tests)
@@ -32,7 +34,23 @@ from helpers.models import CLIP_TOKENIZER, SD15_SCHEDULER
 from toy import train, world
 
 HERE = Path(__file__).resolve().parent
-SETTINGS = {"oneDNN": False, "channels_last, PyTorch convolutions": True}  # name -> PyTorch's own kernels
+# name -> (PyTorch's own kernels on channels_last tensors, bfloat16 autocast); the first is the baseline
+SETTINGS = {
+    "oneDNN": (False, False),
+    "channels_last, PyTorch convolutions": (True, False),
+    "oneDNN, bfloat16 autocast": (False, True),
+}
+
+
+def in_precision(step: Callable[[], float], bf16: bool) -> Callable[[], float]:
+    """The whole step under bfloat16 autocast: the forward pass's matrix maths in bfloat16, the backward pass in the
+    dtypes the forward pass chose, the weights and the optimiser in float32."""
+
+    def run() -> float:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return step()
+
+    return run
 
 
 def unet_step_fn(cfg: train.Config, native: bool, seed: int = 0) -> Callable[[], float]:
@@ -103,21 +121,21 @@ def vae_step_fn(cfg: train.Config, native: bool, seed: int = 0) -> Callable[[], 
 
 
 def measure(make: Callable[[train.Config, bool], Callable[[], float]], cfg: train.Config, rounds: int) -> dict:
-    """Both settings from the same weights: the first step's losses, then `rounds` timed steps each, in turn."""
-    steps = {name: make(cfg, native) for name, native in SETTINGS.items()}
+    """Every setting from the same weights: the first step's losses, then `rounds` timed steps each, in turn."""
+    steps = {name: in_precision(make(cfg, native), bf16) for name, (native, bf16) in SETTINGS.items()}
     first = {name: step() for name, step in steps.items()}  # also the warm-up
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
             times[name].append(seconds(step))
     torch.backends.mkldnn.enabled = True
-    base, other = SETTINGS
+    base, *others = SETTINGS
     return {
         "first_step_loss": first,
-        "first_step_loss_difference": abs(first[other] - first[base]),
+        "first_step_loss_difference": {name: abs(first[name] - first[base]) for name in others},
         "seconds": times,
         "median_s": {name: float(np.median(t)) for name, t in times.items()},
-        "paired_ratio": summarize(times[other], times[base]),
+        "paired_ratio": {name: summarize(times[name], times[base]) for name in others},
     }
 
 
@@ -149,13 +167,13 @@ def main() -> None:
         "stages": {"unet": measure(unet_step_fn, cfg, args.rounds), "vae": measure(vae_step_fn, cfg, args.rounds)},
     }
     for stage, row in results["stages"].items():
-        ratio = row["paired_ratio"]
-        medians = ", ".join(f"{name} {s:.3f} s" for name, s in row["median_s"].items())
-        print(
-            f"{stage}: per step {medians}; paired ratio {ratio['paired_ratio']:.3f} "
-            f"(95% interval {ratio['paired_ratio_low']:.3f} to {ratio['paired_ratio_high']:.3f}); "
-            f"first-step loss difference {row['first_step_loss_difference']:.1e}"
-        )
+        print(f"{stage}: oneDNN {row['median_s']['oneDNN']:.3f} s per step")
+        for name, ratio in row["paired_ratio"].items():
+            print(
+                f"  {name}: {row['median_s'][name]:.3f} s; paired ratio {ratio['paired_ratio']:.3f} "
+                f"(95% interval {ratio['paired_ratio_low']:.3f} to {ratio['paired_ratio_high']:.3f}); "
+                f"first-step loss difference {row['first_step_loss_difference'][name]:.1e}"
+            )
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written: {args.out}")
 

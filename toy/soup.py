@@ -52,18 +52,17 @@ def make_soup(runs: list[Path], out: Path) -> None:
         for name in SHARED:
             if (run / name).read_bytes() != (runs[0] / name).read_bytes():
                 raise ValueError(f"runs: {run}'s {name} differs from {runs[0]}'s; a soup needs runs from one start")
-    stages = [json.loads((run / "training_log.json").read_text())["stages"] for run in runs]
-    for run, run_stages in zip(runs, stages):
-        if run_stages[:-1] != stages[0][:-1]:
+    logs = [json.loads((run / "training_log.json").read_text()) for run in runs]
+    for run, run_log in zip(runs, logs):
+        if run_log["stages"][:-1] != logs[0]["stages"][:-1]:
             raise ValueError(f"runs: {run}'s stages before its last differ from {runs[0]}'s; a soup needs runs from "
                              "one start")  # fmt: skip
     averaged = {name: average_state_dicts([load_file(run / name) for run in runs]) for name in AVERAGED}
     shutil.copytree(runs[0], out)
     for name, state in averaged.items():
         save_file(state, out / name, metadata={"format": "pt"})
-    log = json.loads((runs[0] / "training_log.json").read_text())
-    last_stages = [run_stages[-1] for run_stages in stages]
-    log["soup"] = {"of": [str(run) for run in runs], "last_stages": last_stages}
+    log = logs[0]
+    log["soup"] = {"of": [str(run) for run in runs], "last_stages": [run_log["stages"][-1] for run_log in logs]}
     (out / "training_log.json").write_text(json.dumps(log) + "\n")
 
 

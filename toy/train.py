@@ -322,12 +322,9 @@ def train_unet(
         log.append(
             {"stage": "unet", "step": step, "loss": round(loss.item(), 6), "mse": round(per_sample.mean().item(), 6)}
         )
-    if averages:
-        averaged = [p for average in averages for p in average.module.parameters()]
-        with torch.no_grad():
-            for param, value in zip(params, averaged, strict=True):
-                param.copy_(value)
-    else:
+    for average, model in zip(averages, (unet, text_encoder)):
+        model.load_state_dict(average.module.state_dict())
+    if not averages:
         ema.copy_to(params)
     unet.set_default_attn_processor()
     return unet.eval(), text_encoder.eval()

@@ -252,18 +252,29 @@ def test_training_refuses_an_option_out_of_range(tmp_path, flag: str, value: str
     assert not out.exists()
 
 
+def test_training_refuses_vae_bf16_on_a_stage_that_trains_no_vae(tmp_path):
+    """A --resume stage keeps the saved VAE, so --vae-bf16 there would be recorded in its log and do nothing."""
+    out = tmp_path / "never"
+    command = [sys.executable, "-m", "toy.train", "--smoke", "--out", str(out), "--resume", str(tmp_path), "--vae-bf16"]
+    run = subprocess.run(command, capture_output=True, text=True)
+    assert run.returncode == 2 and "--vae-bf16" in run.stderr and "--resume" in run.stderr, run.stderr[-500:]
+    assert not out.exists()
+
+
 def test_vae_probe_trains_the_first_stages_vae_and_reads_its_ceiling():
     """toy.vae_probe: the VAE of toy.train's first stage alone, measured on the capped world toy.evaluate uses."""
     base = [sys.executable, "-m", "toy.vae_probe", "--smoke", "--threads", "1"]
     run = subprocess.run([*base, "--vae-steps", "2", "--color-range", "2"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     header, options, ceiling = run.stdout.strip().splitlines()[-3:]
-    assert "--color-range 2, 2 steps" in header
+    assert "--color-range 2, 2 steps, float32" in header
     assert "'color_range': 1.0" in options  # drawn with each colour inside its name, as make evaluate draws
     scores = dict(item.rsplit(" ", 1) for item in ceiling.split(", "))
     assert set(scores) == set(world.ATTRIBUTES) and all(0 <= float(v) <= 100 for v in scores.values())
-    defaults = subprocess.run(base, capture_output=True, text=True)  # the smoke config's own range and steps
-    assert defaults.returncode == 0 and "--color-range 0.9, 3 steps" in defaults.stdout, defaults.stderr[-2000:]
+    # the smoke config's own range and steps; --bf16 trains under bfloat16 autocast, as toy.train --vae-bf16
+    defaults = subprocess.run([*base, "--bf16"], capture_output=True, text=True)
+    assert defaults.returncode == 0, defaults.stderr[-2000:]
+    assert "--color-range 0.9, 3 steps, bfloat16 autocast" in defaults.stdout
     for flag, value in (("--color-range", "2.5"), ("--vae-steps", "0")):
         bad = subprocess.run([*base, flag, value], capture_output=True, text=True)
         assert bad.returncode == 2 and flag in bad.stderr and value in bad.stderr, bad.stderr[-500:]

@@ -57,6 +57,26 @@ def test_average_last_saves_the_equal_average_of_the_last_steps_weights():
         torch.testing.assert_close(mean, b)
 
 
+def test_vae_bf16_trains_the_same_vae_in_bfloat16s_rounding():
+    """--vae-bf16: the VAE stage's forward passes under bfloat16 autocast. From the same seed its losses follow
+    float32's to bfloat16's rounding (not to float32's), and the trained weights stay float32."""
+    import dataclasses
+
+    cfg = dataclasses.replace(train.SMOKE, vae_steps=4)
+    images = train.make_dataset(cfg, np.random.default_rng(0))[1]
+    runs = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        log: list[dict] = []
+        vae = train.train_vae(dataclasses.replace(cfg, vae_bf16=bf16), images, log)
+        runs[bf16] = (np.array([row["mse"] for row in log]), vae)
+    mse32, (mse16, vae16) = runs[False][0], runs[True]
+    assert len(mse16) == cfg.vae_steps and all(p.dtype == torch.float32 for p in vae16.parameters())
+    assert not np.array_equal(mse16, mse32)  # other rounding: autocast was on
+    np.testing.assert_allclose(mse16, mse32, rtol=0.05)  # the same training, not another one
+    assert not torch.is_autocast_enabled("cpu")  # nothing left switched on
+
+
 def test_compute_snr_is_alpha_bar_over_one_minus_alpha_bar():
     scheduler = DDPMScheduler.from_config(SD15_SCHEDULER)
     t = torch.tensor([0, 10, 500, 999])

@@ -92,6 +92,28 @@ def test_sd_defaults_give_what_the_results_claim(bundled: Components, scheduler:
         assert abs(measured[key] - value) <= 3.0, (scheduler, key, measured[key], value)
 
 
+def test_evaluate_reports_where_the_vaes_training_ended():
+    """The VAE section of make evaluate names the mean MSE of the VAE's last 200 steps, read from the first stage's
+    log (the U-Net's rows ignored), and the precision it trained in; a log without VAE steps is refused."""
+    from toy.evaluate import vae_training_line
+
+    log = {
+        "stages": [{"config": {"vae_bf16": True}}, {"config": {}}],
+        "log": [{"stage": "vae", "step": k, "mse": 1.0 if k < 100 else 0.5} for k in range(300)]
+        + [{"stage": "unet", "step": k, "loss": 9.0, "mse": 9.0} for k in range(50)],
+    }
+    line = vae_training_line(log)
+    assert "300 steps (bfloat16 autocast)" in line and "last 200 steps averaged 0.50000" in line
+    assert "last 300 steps averaged 0.66667" in vae_training_line(log, last=300)  # 100 at 1.0, 200 at 0.5
+    shipped = json.loads((BUNDLED_MODEL / "training_log.json").read_text())
+    shipped_mse = [row["mse"] for row in shipped["log"] if row["stage"] == "vae"]
+    assert f"{np.mean(shipped_mse[-200:]):.5f}" in vae_training_line(shipped) and "(float32)" in vae_training_line(
+        shipped
+    )
+    with pytest.raises(ValueError, match="no VAE steps"):
+        vae_training_line({"stages": [{"config": {}}], "log": log["log"][300:]})
+
+
 def test_evaluate_draws_240_two_shape_prompts_after_the_others():
     """make evaluate's two-shape prompts grew from 60 to 240: the first 60 and every one-shape prompt are as before,
     each names two different colours, and toy.screen's --more-pairs draws another sample."""

@@ -148,6 +148,27 @@ def test_training_benchmark_times_every_setting_in_turns(tmp_path):
         assert 0 < row["first_step_loss_difference"]["oneDNN, bfloat16 autocast"] <= 2e-2 * loss
 
 
+def test_compile_gradient_check_finds_the_eager_gradients_through_a_correct_backend(tmp_path):
+    """check_compile_gradients.py --smoke: Dynamo's graph run eagerly, and with AOTAutograd's backward, give the eager
+    U-Net's loss and gradients exactly (the check itself compares like with like); Inductor, which computes other
+    gradients for this U-Net on these CPUs (EXPERIMENTS, T), takes minutes to compile and is left to the script."""
+    out = tmp_path / "gradients.json"
+    run_benchmark("check_compile_gradients.py", "--smoke", "--backends", "eager,aot_eager", "--out", str(out))
+    rows = json.loads(out.read_text())["backends"]
+    assert set(rows) == {"eager", "aot_eager"}
+    for row in rows.values():
+        assert row["loss_difference"] == 0 and row["relative_difference"] == 0
+        assert row["parameters_off_by_1e-3"] == 0 and row["zero_gradients_where_eager_has_some"] == 0
+        assert row["parameters"] > 50 and len(row["worst"]) == 5
+    bad = subprocess.run(
+        [sys.executable, "-m", "benchmarks.check_compile_gradients", "--backends", "eager,tvm"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "--backends" in bad.stderr and "tvm" in bad.stderr
+
+
 def test_cpu_benchmark_compares_settings_in_turns(tmp_path):
     """bench_cpu.py: PyTorch's convolutions (oneDNN off) keep the pixels, and the paired ratio is reported."""
     out = tmp_path / "cpu.json"

@@ -189,6 +189,20 @@ def training_lines(log: dict) -> list[str]:
     return lines + [f"last stage {k}: `{st['command']}` ({st['minutes']} min)" for k, st in enumerate(last, 1)]
 
 
+def vae_training_line(log: dict, last: int = 200) -> str:
+    """How far the VAE's own training got: the mean reconstruction MSE of its last `last` steps (pixels in -1 to
+    1), from the first stage's log. Runs of one recipe end at different values (EXPERIMENTS, T)."""
+    mse = [row["mse"] for row in log["log"] if row["stage"] == "vae"]
+    if not mse:
+        raise ValueError("the training log has no VAE steps: was the first stage's log kept?")
+    precision = "bfloat16 autocast" if log["stages"][0]["config"].get("vae_bf16") else "float32"
+    tail = mse[-last:]
+    return (
+        f"The VAE trained {len(mse):,} steps ({precision}); its reconstruction MSE over the last {len(tail)} "
+        f"steps averaged {sum(tail) / len(tail):.5f}."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Measure the bundled model's prompt adherence.")
     parser.add_argument("--model", default="bundled")
@@ -358,7 +372,7 @@ def main() -> None:
         + ", ".join(f"{key} {value:g}" for key, value in world_options.items())
         + "; the VAE's own training world, each colour within half-way to its neighbours so that its caption is "
         "the one right reading). No prompt is involved: this is the ceiling the VAE sets on what the U-Net's "
-        "pictures can score.",
+        "pictures can score. " + vae_training_line(log),
         "",
     ]
     lines += table(

@@ -284,19 +284,24 @@ def test_training_refuses_vae_bf16_on_a_stage_that_trains_no_vae(tmp_path):
 
 
 def test_vae_probe_trains_the_first_stages_vae_and_reads_its_ceiling():
-    """toy.vae_probe: the VAE of toy.train's first stage alone, measured on the capped world toy.evaluate uses."""
+    """toy.vae_probe: the VAE of toy.train's first stage alone, measured on the capped world toy.evaluate uses, with
+    one shape and with two; it reports where the VAE's training ended, and trains the VAE --seed and --bf16 ask for."""
     base = [sys.executable, "-m", "toy.vae_probe", "--smoke", "--threads", "1"]
     run = subprocess.run([*base, "--vae-steps", "2", "--color-range", "2"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
-    header, options, ceiling = run.stdout.strip().splitlines()[-3:]
-    assert "--color-range 2, 2 steps, float32" in header
+    header, trained, options, one, two = run.stdout.strip().splitlines()[-5:]
+    assert "--color-range 2, seed 0" in header and "2 steps (float32)" in trained
     assert "'color_range': 1.0" in options  # drawn with each colour inside its name, as make evaluate draws
-    scores = dict(item.rsplit(" ", 1) for item in ceiling.split(", "))
-    assert set(scores) == set(world.ATTRIBUTES) and all(0 <= float(v) <= 100 for v in scores.values())
+    one_scores = dict(item.rsplit(" ", 1) for item in one.removeprefix("one shape: ").split(", "))
+    assert set(one_scores) == set(world.ATTRIBUTES) and all(0 <= float(v) <= 100 for v in one_scores.values())
+    two_scores = dict(item.rsplit(" ", 1) for item in two.removeprefix("two shapes: ").split(", "))
+    assert set(two_scores) == {"background", "color", "shape"}  # a two-shape caption names no size or position
     # the smoke config's own range and steps; --bf16 trains under bfloat16 autocast, as toy.train --vae-bf16
-    defaults = subprocess.run([*base, "--bf16"], capture_output=True, text=True)
-    assert defaults.returncode == 0, defaults.stderr[-2000:]
-    assert "--color-range 0.9, 3 steps, bfloat16 autocast" in defaults.stdout
+    other = subprocess.run([*base, "--bf16", "--seed", "1"], capture_output=True, text=True)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert "--color-range 0.9, seed 1" in other.stdout and "3 steps (bfloat16 autocast)" in other.stdout
+    mse = [line.rsplit(" ", 1)[-1] for line in (trained, other.stdout.splitlines()[-4])]
+    assert mse[0] != mse[1]  # another seed (and precision) trained another VAE
     for flag, value in (("--color-range", "2.5"), ("--vae-steps", "0")):
         bad = subprocess.run([*base, flag, value], capture_output=True, text=True)
         assert bad.returncode == 2 and flag in bad.stderr and value in bad.stderr, bad.stderr[-500:]

@@ -257,3 +257,32 @@ def test_guidance_curve_axis_starts_at_80_or_low_enough_for_every_point():
     low = plot_curves({"a": [61.2, 96.6, 99.5, 99.5, 97.8, 91.0]}, "t")
     assert high.axes[0].get_ylim() == (80.0, 101.0) and low.axes[0].get_ylim() == (60.0, 101.0)
     plt.close("all")
+
+
+def test_vae_ceiling_two_shapes_reads_a_perfect_vae_as_perfect_and_a_coarse_one_lower():
+    """The two-shape ceiling draws two shapes side by side and reads each decoded picture against its full caption:
+    through a VAE that returns its input every shape reads back (the reader's own rate), through one that keeps only
+    8 x 8 blocks (64 x 64 pictures, as the latents' grid) the small shapes lose their outlines."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from toy.evaluate import TWO_SHAPE_CEILING_SCENES, vae_ceiling_two_shapes
+
+    def fake_vae(decode_fn):
+        return SimpleNamespace(
+            vae=SimpleNamespace(
+                config=SimpleNamespace(scaling_factor=1.0),
+                encode=lambda x: SimpleNamespace(latent_dist=SimpleNamespace(mode=lambda: x)),
+                decode=lambda z, return_dict=False, generator=None: (decode_fn(z),),
+            )
+        )
+
+    options = {"variation": 0.0, "color_range": 1.0, "shape_range": 0.0}
+    perfect = vae_ceiling_two_shapes(fake_vae(lambda z: z), np.random.default_rng(6), options)
+    blocky = vae_ceiling_two_shapes(
+        fake_vae(lambda z: F.interpolate(F.avg_pool2d(z, 8), scale_factor=8.0)), np.random.default_rng(6), options
+    )
+    assert set(perfect) == {"background", "color", "shape"} and TWO_SHAPE_CEILING_SCENES == 400
+    assert min(perfect.values()) >= 99.0
+    assert blocky["shape"] < 80.0 and blocky["shape"] < perfect["shape"]

@@ -307,6 +307,23 @@ def test_vae_probe_trains_the_first_stages_vae_and_reads_its_ceiling():
         assert bad.returncode == 2 and flag in bad.stderr and value in bad.stderr, bad.stderr[-500:]
 
 
+def test_vae_probe_measures_a_saved_vae_as_make_evaluate_does():
+    """toy.vae_probe --model: the shipped VAE's two ceilings, read as toy/RESULTS.md's VAE rows give them (the same
+    functions, scenes and seeds), and where its training ended, from its log; training options beside it refused."""
+    base = [sys.executable, "-m", "toy.vae_probe", "--threads", "1", "--model", str(BUNDLED_MODEL)]
+    run = subprocess.run(base, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    trained, _, one, two = run.stdout.strip().splitlines()[-4:]
+    assert "2,800 steps (float32)" in trained and "averaged 0.00614" in trained
+    for line, row in ((one, "VAE reconstruction"), (two, "VAE reconstruction, 1000 two-shape scenes")):
+        scores = dict(item.rsplit(" ", 1) for item in line.split(": ", 1)[1].split(", "))
+        assert {key: float(scores[key]) for key in ("color", "shape")} == results_row(row), (line, row)
+    bad = subprocess.run([*base, "--seed", "3"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--model" in bad.stderr and "--seed" in bad.stderr, bad.stderr[-500:]
+    missing = subprocess.run([*base[:-1], "/nonexistent/model"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "/nonexistent/model" in missing.stderr, missing.stderr[-500:]
+
+
 def test_training_draws_the_asked_share_of_noisy_timesteps():
     from toy.train import Config, sample_timesteps
 

@@ -283,6 +283,6 @@ def test_vae_ceiling_two_shapes_reads_a_perfect_vae_as_perfect_and_a_coarse_one_
     blocky = vae_ceiling_two_shapes(
         fake_vae(lambda z: F.interpolate(F.avg_pool2d(z, 8), scale_factor=8.0)), np.random.default_rng(6), options
     )
-    assert set(perfect) == {"background", "color", "shape"} and TWO_SHAPE_CEILING_SCENES == 400
+    assert set(perfect) == {"background", "color", "shape"} and TWO_SHAPE_CEILING_SCENES == 1000
     assert min(perfect.values()) >= 99.0
     assert blocky["shape"] < 80.0 and blocky["shape"] < perfect["shape"]

@@ -92,6 +92,19 @@ def test_sd_defaults_give_what_the_results_claim(bundled: Components, scheduler:
         assert abs(measured[key] - value) <= 3.0, (scheduler, key, measured[key], value)
 
 
+def test_evaluate_names_the_model_it_measured_in_its_command():
+    """A results file made from another folder says so: the bundled model's command stays make evaluate's."""
+    from toy.evaluate import evaluate_command
+
+    assert evaluate_command("bundled", 2) == "python -m toy.evaluate --repeats 2"
+    assert (
+        evaluate_command("toy/candidates/T3s0", 2) == "python -m toy.evaluate --model toy/candidates/T3s0 --repeats 2"
+    )
+    assert (
+        "Command: `python -m toy.evaluate --repeats 2`" in (BUNDLED_MODEL.parents[1] / "toy" / "RESULTS.md").read_text()
+    )
+
+
 def test_evaluate_reports_where_the_vaes_training_ended():
     """The VAE section of make evaluate names the mean MSE of the VAE's last 200 steps, read from the first stage's
     log (the U-Net's rows ignored), and the precision it trained in; a log without VAE steps is refused."""

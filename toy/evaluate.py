@@ -104,7 +104,7 @@ TWO_SHAPE_CEILING_SCENES = 1000  # 2,000 shapes: one misread moves the score by 
 def vae_ceiling_two_shapes(
     components: Components, rng: np.random.Generator, world_options: dict[str, float]
 ) -> dict[str, float]:
-    """The same for random two-shape scenes of the training split (side by side, so each shape is small): where
+    """The same for random two-shape scenes of the training split (side by side, each small or large): where
     VAEs of one recipe differ most (EXPERIMENTS, T)."""
     scenes = [world.sample_scene(rng, two_shape_prob=1.0) for _ in range(TWO_SHAPE_CEILING_SCENES)]
     return reconstruction_accuracy(components, scenes, rng, world_options)
@@ -224,6 +224,12 @@ def vae_training_line(log: dict, last: int = 200) -> str:
     )
 
 
+def evaluate_command(model: str, repeats: int) -> str:
+    """The command that measures this model, as the results file names it: the model named unless it is the bundled
+    one (`make evaluate`'s)."""
+    return "python -m toy.evaluate" + ("" if model == "bundled" else f" --model {model}") + f" --repeats {repeats}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Measure the bundled model's prompt adherence.")
     parser.add_argument("--model", default="bundled")
@@ -242,7 +248,7 @@ def main() -> None:
     lines = [
         "# Bundled model: prompt adherence, measured from the pixels",
         "",
-        f"Command: `python -m toy.evaluate --repeats {args.repeats}` (CPU, {args.threads} threads). "
+        f"Command: `{evaluate_command(args.model, args.repeats)}` (CPU, {args.threads} threads). "
         f"{len(train)} training-split and {len(held)} held-out one-shape prompts, every attribute named; "
         f"{len(pairs)} two-shape prompts; {len(open_prompts())} prompts that leave attributes open, "
         f"{len(OPEN_SEEDS)} pictures each. "

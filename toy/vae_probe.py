@@ -7,7 +7,7 @@ minutes per 1,400 steps on 2 CPU cores; nothing is saved.
 
     python -m toy.vae_probe --color-range 2.0 --vae-steps 2800
     python -m toy.vae_probe --color-range 2.0 --vae-steps 2800 --bf16 --seed 1   # toy.train --vae-bf16 --seed 1's VAE
-    python -m toy.vae_probe --model models/toy-sd   # a saved model's VAE, measured alike (seconds)
+    python -m toy.vae_probe --model models/toy-sd   # a saved model's VAE, measured alike (about a minute)
 """
 
 from __future__ import annotations

@@ -86,7 +86,6 @@ def vae_world(first_stage: dict) -> dict[str, float]:
     return {**options, "color_range": min(options["color_range"], 1.0), "shape_range": min(options["shape_range"], 1.0)}
 
 
-@torch.no_grad()
 def vae_ceiling(components: Components, rng: np.random.Generator, world_options: dict[str, float]) -> dict[str, float]:
     """Accuracy of VAE reconstructions of drawn one-shape scenes: the best any U-Net can reach through this VAE."""
     scenes = [

@@ -76,7 +76,6 @@ def main() -> None:
     report(vae, {"stages": [{"config": dataclasses.asdict(cfg)}], "log": log})
 
 
-@torch.no_grad()
 def report(vae: AutoencoderKL, log: dict) -> None:
     """Print where the VAE's training ended and its ceilings, one shape and two, on its own world (toy.evaluate's
     measures; the ceilings read only components.vae, and scale by the same factor both ways)."""

@@ -43,13 +43,16 @@ lab: $(VENV)/.runtime
 notebook: $(VENV)/.dev
 	$(PY) tools/execute_notebook.py $(NOTEBOOK)
 
-## train: retrain the bundled model in models/toy-sd from scratch, in three stages (about 57 minutes on 2 CPU cores:
-## toy/RESULTS.md), all in the world where neighbouring colour names overlap, with a VAE trained twice as long, and
-## half the captions empty in the last stage (toy/EXPERIMENTS.md, K to N)
+## train: retrain the bundled model in models/toy-sd from scratch, in three stages (81 minutes on 2 CPU cores, over
+## #14's hour: toy/EXPERIMENTS.md section T), in the world where neighbouring colour names overlap: a VAE trained in
+## bfloat16, then 8,000 U-Net steps; two last stages with most captions empty and half the pictures two shapes, the
+## second naming fewer attributes. On another machine the same commands train another model (section Q)
 train: $(VENV)/.runtime
-	$(PY) -m toy.train --color-range 2.0 --vae-steps 2800
-	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20 --color-range 2.0
-	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20 --color-range 2.0 --empty-caption-prob 0.5
+	$(PY) -m toy.train --color-range 2.0 --vae-steps 2800 --steps 8000 --vae-bf16
+	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 6e-4 --warmup 20 --color-range 2.0 \
+		--empty-caption-prob 0.7 --two-shape-prob 0.5
+	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 6e-4 --warmup 20 --color-range 2.0 \
+		--empty-caption-prob 0.7 --two-shape-prob 0.5 --caption-keep 0.6
 
 ## evaluate: measure the bundled model's prompt adherence into toy/RESULTS.md
 evaluate: $(VENV)/.runtime

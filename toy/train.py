@@ -99,6 +99,9 @@ class Config:
     seed: int = 0
 
 
+# The first stage's VAE settings: what --vae-from takes over, with the VAE, from the model it names.
+VAE_FIELDS = ("vae_channels", "vae_steps", "vae_batch", "vae_lr", "kl_weight", "vae_bf16", "vae_color_range")
+
 SMOKE = Config(
     num_images=64,
     vae_channels=(8, 8, 8, 8),
@@ -377,6 +380,11 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="a handful of steps on a tiny config")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", type=Path, help="go on training the U-Net and text encoder saved here")
+    parser.add_argument(
+        "--vae-from",
+        type=Path,
+        help="a first stage on the VAE saved here (its weights, scaling_factor and log): the VAE held fixed",
+    )
     parser.add_argument("--steps", type=int, help="U-Net steps (with --resume: the extra steps)")
     parser.add_argument("--lr", type=float, help="U-Net learning rate")
     parser.add_argument("--vae-steps", type=int, help="VAE steps")
@@ -468,6 +476,15 @@ def main() -> None:
         parser.error(
             f"--vae-bf16 changes how the VAE is trained; --resume {args.resume} keeps the saved VAE and trains none"
         )
+    if args.vae_from is not None:
+        for flag, given in (("--resume", args.resume), ("--vae-bf16", args.vae_bf16), ("--vae-steps", args.vae_steps),
+                            ("--vae-color-range", args.vae_color_range)):  # fmt: skip
+            if given:
+                parser.error(f"--vae-from {args.vae_from} trains no VAE, so {flag} has nothing to do")
+        if not (args.vae_from / "vae" / "config.json").is_file() or not (args.vae_from / "training_log.json").is_file():
+            parser.error(f"--vae-from {args.vae_from}: no saved model there (vae/config.json and training_log.json)")
+        source = stage_config(args.vae_from, 0)  # the VAE's own settings, so that the log describes it truly
+        cfg = dataclasses.replace(cfg, **{k: getattr(source, k) for k in VAE_FIELDS})
     torch.manual_seed(cfg.seed)
     started = time.time()
     log: list[dict] = []
@@ -483,6 +500,10 @@ def main() -> None:
             UNet2DConditionModel.from_pretrained(args.resume, subfolder="unet", torch_dtype=torch.float32),
             CLIPTextModel.from_pretrained(args.resume, subfolder="text_encoder", dtype=torch.float32),
         )
+    elif args.vae_from is not None:  # the saved VAE and its training log's rows: this model's VAE is that one
+        vae, start = AutoencoderKL.from_pretrained(args.vae_from, subfolder="vae", torch_dtype=torch.float32), None
+        source_log = json.loads((args.vae_from / "training_log.json").read_text())["log"]
+        log = [row for row in source_log if row["stage"] == "vae"]
     else:  # with a colour range of its own, the VAE learns the same seed's scenes drawn at that range
         vae_images = images
         if cfg.vae_color_range not in (None, cfg.color_range):
@@ -490,7 +511,7 @@ def main() -> None:
             vae_images = make_dataset(vae_cfg, np.random.default_rng(cfg.seed))[1]
         vae, start = train_vae(cfg, vae_images, log), None
     means, stds = encode_all(vae, images)
-    if not args.resume:
+    if not args.resume and args.vae_from is None:
         vae.register_to_config(scaling_factor=round(float(1.0 / means.std()), 5))
     print(f"VAE latent std {means.std():.4f} -> scaling_factor {vae.config.scaling_factor}")
 

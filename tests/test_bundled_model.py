@@ -240,6 +240,32 @@ def test_training_smoke_run(tmp_path):
     assert generate(resumed, "a red circle", num_inference_steps=2, seed=0).pixels.shape == (1, 64, 64, 3)
 
 
+def test_make_train_runs_the_commands_the_bundled_model_was_trained_with():
+    """The Makefile's train recipe is the shipped model's training log, stage by stage: the same options, up to the
+    folders (the log keeps the --out and --resume folders of the run) and a --seed equal to the default."""
+    from pathlib import Path
+
+    def options(command: str) -> list[str]:
+        words, kept = command.split(), []
+        while words:
+            word = words.pop(0)
+            if word == "--out" or (word == "--seed" and words[0] == "0"):
+                words.pop(0)
+            elif word == "--resume":
+                kept += [word, "FOLDER"]
+                words.pop(0)
+            else:
+                kept.append(word)
+        return kept
+
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text().replace("\\\n", " ")
+    recipe = makefile.split("\ntrain:")[1].split("\n\n")[0].splitlines()[1:]
+    made = [options(line.split("-m toy.train", 1)[1]) for line in recipe]
+    stages = json.loads((BUNDLED_MODEL / "training_log.json").read_text())["stages"]
+    logged = [options(stage["command"].split("-m toy.train", 1)[1]) for stage in stages]
+    assert made == logged and len(made) == 3, (made, logged)
+
+
 def test_training_is_reproducible_on_one_machine(tmp_path):
     """The same command twice on one machine gives the same weights, bit for bit, and the same loss log
     (toy/EXPERIMENTS.md, Q: machines whose arithmetic differs in the last bits train different models from one seed)."""

@@ -11,22 +11,25 @@ The shipped recipe's world lets each named colour cover a range so wide that nei
 (`--color-range 2.0`: "red" is many reds, and a "red" may be as orange as orange itself, as colour words are in real
 captions), and one colour word in ten is replaced by a random colour (`--caption-noise 0.1 --caption-noise-kinds
 color`, the default, so a caption's colour is right about 92% of the time, as web captions are sometimes wrong). The
-overlapping world needs a VAE trained on it for twice the default steps (`--vae-steps 2800`), and the last stage
-trains on half empty captions (`--empty-caption-prob 0.5`, 10% before it), which steadies PNDM at guidance 7.5
-(toy/EXPERIMENTS.md, J to N). Options, off by default, that were measured and not shipped: `--high-noise-share` draws
-that share of the timesteps from the noisier half of the schedule, `--min-snr-gamma` weights the loss by Min-SNR
-(Hang et al. 2023), `--x0-weight-cap` weights the noisiest steps by 1/SNR, `--variation` varies shades and lighting
-that no caption names, caption noise on the other kinds of word (`--caption-noise-kinds`; section I), `--shape-range`
-lets circles and squares overlap as colour names do (section L); `--vae-color-range` gives the VAE stage a colour
-range of its own (section M: worse, the U-Net needs the latent of a VAE that saw its own world). What the shipped
-recipe also keeps: an EMA window short enough not to lag (0.995), a rate decaying to 2%, captions that name each
-optional attribute 85% of the time, and two short later stages at a fresh rate. The shipped model (`make train`,
-about an hour; the minutes each stage took are in models/toy-sd/training_log.json and toy/RESULTS.md):
+overlapping world needs a VAE trained on it for twice the default steps (`--vae-steps 2800`, under bfloat16 autocast
+with `--vae-bf16`), and the two last stages train on mostly empty captions (`--empty-caption-prob 0.7`, 10% before
+them) and half two-shape pictures, the last with captions that name fewer attributes (`--caption-keep 0.6`), which
+steadies PNDM at guidance 7.5 (toy/EXPERIMENTS.md, J to U). Options, off by default, that were measured and not
+shipped: `--high-noise-share` draws that share of the timesteps from the noisier half of the schedule,
+`--min-snr-gamma` weights the loss by Min-SNR (Hang et al. 2023), `--x0-weight-cap` weights the noisiest steps by
+1/SNR, `--variation` varies shades and lighting that no caption names, caption noise on the other kinds of word
+(`--caption-noise-kinds`; section I), `--shape-range` lets circles and squares overlap as colour names do (section L);
+`--vae-color-range` gives the VAE stage a colour range of its own (section M: worse, the U-Net needs the latent of a
+VAE that saw its own world). What the shipped recipe also keeps: an EMA window short enough not to lag (0.995), a rate
+decaying to 2%, captions that name each optional attribute 85% of the time until the last stage, and two short later
+stages at a fresh rate. The shipped model (`make train`, 81 minutes on session 19's 2 cores; the minutes each stage
+took are in models/toy-sd/training_log.json and toy/RESULTS.md):
 
-    python -m toy.train --color-range 2.0 --vae-steps 2800       # stage 1: the VAE, then 9,000 U-Net steps
-    python -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20 --color-range 2.0   # stage 2
-    python -m toy.train --resume models/toy-sd --steps 800 --lr 3e-4 --warmup 20 --color-range 2.0 \
-        --empty-caption-prob 0.5   # stage 3: half the captions empty, which trains the unconditional prediction
+    python -m toy.train --color-range 2.0 --vae-steps 2800 --steps 8000 --vae-bf16   # the VAE, 8,000 U-Net steps
+    python -m toy.train --resume models/toy-sd --steps 800 --lr 6e-4 --warmup 20 --color-range 2.0 \
+        --empty-caption-prob 0.7 --two-shape-prob 0.5   # 70% empty captions, half the pictures two shapes
+    python -m toy.train --resume models/toy-sd --steps 800 --lr 6e-4 --warmup 20 --color-range 2.0 \
+        --empty-caption-prob 0.7 --two-shape-prob 0.5 --caption-keep 0.6   # captions that name less
     python -m toy.train --smoke --out /tmp/toy-smoke   # a handful of steps on a tiny config
 
 Everything is reproducible from --seed. Weights are saved as float16 safetensors (the folder stays

@@ -44,9 +44,9 @@ notebook: $(VENV)/.dev
 	$(PY) tools/execute_notebook.py $(NOTEBOOK)
 
 ## train: retrain the bundled model in models/toy-sd from scratch, in three stages (81 minutes on 2 CPU cores, over
-## #14's hour: toy/EXPERIMENTS.md section T), in the world where neighbouring colour names overlap: a VAE trained in
-## bfloat16, then 8,000 U-Net steps; two last stages with most captions empty and half the pictures two shapes, the
-## second naming fewer attributes. On another machine the same commands train another model (section Q)
+## #14's hour: toy/EXPERIMENTS.md section T), in the world where neighbouring colour names overlap: a VAE trained
+## under bfloat16 autocast, then 8,000 U-Net steps; two last stages with most captions empty and half the pictures two
+## shapes, the second naming fewer attributes. On another machine the same commands train another model (section Q)
 train: $(VENV)/.runtime
 	$(PY) -m toy.train --color-range 2.0 --vae-steps 2800 --steps 8000 --vae-bf16
 	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 6e-4 --warmup 20 --color-range 2.0 \

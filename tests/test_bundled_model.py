@@ -80,7 +80,7 @@ def results_row(setting: str) -> dict[str, float]:
 @pytest.mark.parametrize("scheduler", ["pndm", "lms", "dpm++"])
 def test_sd_defaults_give_what_the_results_claim(bundled: Components, scheduler: str):
     """Stable Diffusion's defaults, 20 steps at guidance 7.5, on `make evaluate`'s 164 training prompts and seed:
-    colour and shape within 3 points (5 pictures in 164) of what toy/RESULTS.md claims for this model."""
+    colour and shape within 3 points (4 pictures of 164) of what toy/RESULTS.md claims for this model."""
     from toy.evaluate import ROWS_SEED, accuracy, prompt_sets
 
     prompts = prompt_sets()[0]

@@ -1,11 +1,11 @@
 """Train the bundled model, Stable Diffusion in miniature, from scratch on the toy world.
 
-Stage 1 trains the VAE (AutoencoderKL, 64x64 images -> 4x8x8 latents, SD's scale factor 8) and
-measures its latent scaling factor from the data, as SD's 0.18215 was measured. Stage 2 trains the
-U-Net (UNet2DConditionModel with cross-attention) together with a small CLIPTextModel, with
-epsilon prediction on SD v1.5's own noise schedule and 10% empty captions for classifier-free
-guidance. The text encoder is trained, not frozen: SD freezes a CLIP encoder that already knows
-language; a randomly initialised one knows nothing, and training it is what lets "red" mean red.
+The first command (stage) trains the VAE (AutoencoderKL, 64x64 images -> 4x8x8 latents, SD's scale factor 8) and
+measures its latent scaling factor from the data, as SD's 0.18215 was measured, then trains the U-Net
+(UNet2DConditionModel with cross-attention) together with a small CLIPTextModel, with epsilon prediction on SD
+v1.5's own noise schedule and 10% empty captions for classifier-free guidance (later stages, `--resume`, go on
+from it). The text encoder is trained, not frozen: SD freezes a CLIP encoder that already knows language; a
+randomly initialised one knows nothing, and training it is what lets "red" mean red.
 
 The shipped recipe's world lets each named colour cover a range so wide that neighbouring names overlap
 (`--color-range 2.0`: "red" is many reds, and a "red" may be as orange as orange itself, as colour words are in real
@@ -32,8 +32,9 @@ took are in models/toy-sd/training_log.json and toy/RESULTS.md):
         --empty-caption-prob 0.7 --two-shape-prob 0.5 --caption-keep 0.6   # captions that name less
     python -m toy.train --smoke --out /tmp/toy-smoke   # a handful of steps on a tiny config
 
-Everything is reproducible from --seed. Weights are saved as float16 safetensors (the folder stays
-under 15 MB) in diffusers' layout, with the loss log beside them.
+Everything is reproducible from --seed, bit for bit on one machine (another machine's rounding trains another
+model: toy/EXPERIMENTS.md, section Q). Weights are saved as float16 safetensors (the folder stays under 15 MB) in
+diffusers' layout, with the loss log beside them.
 """
 
 from __future__ import annotations

@@ -88,6 +88,8 @@ class Config:
     ema_decay: float = 0.995  # a window of about 200 steps: a longer one lags behind a model still learning fast
     lr_floor: float = 0.02  # the cosine decays to this share of the base rate
     vae_bf16: bool = False  # the VAE stage's forward passes under bfloat16 autocast (weights stay float32); T
+    unet_heads: int = 8  # attention heads in each U-Net attention layer (diffusers' attention_head_dim); V
+    fused_adamw: bool = False  # PyTorch's fused AdamW kernel (the same update, other rounding, faster on the CPU); V
     average_last: int = 0  # save the equal average of the last this many steps' weights (SWA) instead of the EMA
     empty_caption_prob: float = 0.1
     caption_keep: float = 0.85  # each optional attribute is named with this probability
@@ -172,7 +174,7 @@ def build_unet(cfg: Config, latent_size: int) -> UNet2DConditionModel:
         down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
         cross_attention_dim=cfg.text_hidden,
-        attention_head_dim=8,
+        attention_head_dim=cfg.unet_heads,
         norm_num_groups=16,
     )
 
@@ -226,7 +228,7 @@ def train_vae(cfg: Config, images: np.ndarray, log: list[dict]) -> AutoencoderKL
     """Train the VAE from scratch; with cfg.vae_bf16 its forward passes run under bfloat16 autocast, which the CPU's
     AMX units multiply (the loss, the weights and the optimiser stay float32)."""
     vae = build_vae(cfg)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0, fused=cfg.fused_adamw or None)
     schedule = lr_schedule(opt, cfg.vae_steps, cfg.warmup, floor=0.1)
     gen = np.random.default_rng(cfg.seed + 1)
     for step in (bar := tqdm(range(cfg.vae_steps), desc="VAE")):
@@ -288,11 +290,12 @@ def train_unet(
     """Train from scratch, or go on from `start` (a saved U-Net and text encoder)."""
     unet, text_encoder = start or (build_unet(cfg, means.shape[-1]), build_text_encoder(cfg))
     unet.train(), text_encoder.train()
-    # The plain attention maths trains these tiny heads (6 to 12 channels) faster on the CPU than the fused
-    # scaled-dot-product kernel; the weights are the same either way, and the saved model keeps diffusers' default.
+    # The plain attention maths trains these tiny heads (6 to 12 channels with 8 heads) faster on the CPU than the
+    # fused scaled-dot-product kernel (as fast with 2 heads); the weights are the same either way, and the saved model
+    # keeps diffusers' default.
     unet.set_attn_processor(AttnProcessor())
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.0, fused=cfg.fused_adamw or None)
     schedule = lr_schedule(opt, cfg.unet_steps, cfg.warmup, cfg.lr_floor)
     # The weights saved: diffusers' EMA, with its default warm-up (decay min(ema_decay, (1 + step) / (10 + step)) at
     # each step); or, with average_last, torch's equal average of the last steps' weights (stochastic weight averaging)
@@ -393,6 +396,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="U-Net learning rate")
     parser.add_argument("--vae-steps", type=int, help="VAE steps")
     parser.add_argument("--batch", type=int, help="U-Net batch size")
+    parser.add_argument("--unet-heads", type=int, help="attention heads per U-Net attention layer (first stage only)")
+    parser.add_argument(
+        "--fused-adamw", action="store_true", help="PyTorch's fused AdamW kernel (the same update, faster on the CPU)"
+    )
     parser.add_argument("--high-noise-share", type=float, help="share of timesteps from the noisier half")
     parser.add_argument("--x0-weight-cap", type=float, help="weight noisy steps by 1/SNR up to this")
     parser.add_argument("--ema-decay", type=float, help="EMA decay of the saved U-Net and text encoder weights")
@@ -441,6 +448,7 @@ def main() -> None:
         "lr": ("unet_lr", 1e-12, math.inf),
         "vae_steps": ("vae_steps", 1, math.inf),
         "batch": ("unet_batch", 1, math.inf),
+        "unet_heads": ("unet_heads", 1, math.inf),
         "high_noise_share": ("high_noise_share", 0.0, 1.0),
         "min_snr_gamma": ("min_snr_gamma", 0.0, math.inf),
         "x0_weight_cap": ("x0_weight_cap", 0.0, math.inf),
@@ -457,7 +465,7 @@ def main() -> None:
         "vae_color_range": ("vae_color_range", 0.0, 2.0),
         "warmup": ("warmup", 0, math.inf),
     }
-    changes = {"seed": args.seed, "vae_bf16": args.vae_bf16}
+    changes = {"seed": args.seed, "vae_bf16": args.vae_bf16, "fused_adamw": args.fused_adamw}
     for option, (field, low, high) in ranges.items():
         value = getattr(args, option)
         if value is None:
@@ -476,6 +484,10 @@ def main() -> None:
     cfg = dataclasses.replace(SMOKE if args.smoke else Config(), **changes)
     if cfg.average_last > cfg.unet_steps:
         parser.error(f"--average-last must be at most the U-Net steps ({cfg.unet_steps}), got {cfg.average_last}")
+    if any(channels % cfg.unet_heads for channels in cfg.unet_channels):
+        parser.error(f"--unet-heads must divide every U-Net width {cfg.unet_channels}, got {cfg.unet_heads}")
+    if args.resume and args.unet_heads is not None:
+        parser.error(f"--unet-heads builds a new U-Net; --resume {args.resume} goes on with the saved one's heads")
     if args.resume and args.vae_bf16:
         parser.error(
             f"--vae-bf16 changes how the VAE is trained; --resume {args.resume} keeps the saved VAE and trains none"
@@ -504,6 +516,7 @@ def main() -> None:
             UNet2DConditionModel.from_pretrained(args.resume, subfolder="unet", torch_dtype=torch.float32),
             CLIPTextModel.from_pretrained(args.resume, subfolder="text_encoder", dtype=torch.float32),
         )
+        cfg = dataclasses.replace(cfg, unet_heads=start[0].config.attention_head_dim)  # logged as trained
     elif args.vae_from is not None:  # the saved VAE and its training log's rows: this model's VAE is that one
         vae, start = AutoencoderKL.from_pretrained(args.vae_from, subfolder="vae", torch_dtype=torch.float32), None
         source_log = json.loads((args.vae_from / "training_log.json").read_text())["log"]

@@ -299,6 +299,8 @@ def test_training_is_reproducible_on_one_machine(tmp_path):
         ("--shape-range", "-0.5"),
         ("--vae-color-range", "3"),
         ("--caption-noise-kinds", "color,hue"),
+        ("--unet-heads", "0"),
+        ("--unet-heads", "3"),  # the smoke U-Net's 16 channels do not split into 3 heads
     ],
 )
 def test_training_refuses_an_option_out_of_range(tmp_path, flag: str, value: str):
@@ -317,6 +319,23 @@ def test_training_refuses_vae_bf16_on_a_stage_that_trains_no_vae(tmp_path):
     run = subprocess.run(command, capture_output=True, text=True)
     assert run.returncode == 2 and "--vae-bf16" in run.stderr and "--resume" in run.stderr, run.stderr[-500:]
     assert not out.exists()
+
+
+def test_unet_heads_build_a_first_stage_and_later_stages_keep_them(tmp_path):
+    """--unet-heads sets the first stage's U-Net heads (diffusers' attention_head_dim); a --resume stage goes on with
+    the saved U-Net's heads and logs them, and refuses --unet-heads, which would build another U-Net."""
+    train = [sys.executable, "-m", "toy.train", "--smoke", "--threads", "1"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    for extra in (["--unet-heads", "2", "--out", str(first)], ["--resume", str(first), "--out", str(second)]):
+        run = subprocess.run([*train, *extra], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads((second / "unet" / "config.json").read_text())["attention_head_dim"] == 2
+    assert stage_config(second, 0).unet_heads == 2 and stage_config(second).unet_heads == 2
+    never = tmp_path / "never"
+    refused = [*train, "--resume", str(first), "--unet-heads", "4", "--out", str(never)]
+    run = subprocess.run(refused, capture_output=True, text=True)
+    assert run.returncode == 2 and "--unet-heads" in run.stderr and "--resume" in run.stderr, run.stderr[-500:]
+    assert not never.exists()
 
 
 def test_training_on_a_saved_vae_keeps_that_vae(tmp_path):

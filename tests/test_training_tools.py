@@ -77,6 +77,61 @@ def test_vae_bf16_trains_the_same_vae_in_bfloat16s_rounding():
     assert not torch.is_autocast_enabled("cpu")  # nothing left switched on
 
 
+def test_unet_heads_split_the_same_weights_into_that_many_heads():
+    """unet_heads changes how each attention layer splits its channels, not its weights: from one seed, 2 heads and 8
+    have the same parameters, and the U-Net's output differs (the heads attend separately)."""
+    import dataclasses
+
+    nets = {}
+    for heads in (2, 8):
+        torch.manual_seed(0)
+        nets[heads] = train.build_unet(dataclasses.replace(train.SMOKE, unet_heads=heads), 8).eval()
+        attentions = [m for m in nets[heads].modules() if type(m).__name__ == "Attention"]
+        assert attentions and all(m.heads == heads for m in attentions)
+    for (name, a), (_, b) in zip(nets[2].named_parameters(), nets[8].named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+    x, t, text = torch.randn(1, 4, 8, 8), torch.tensor([500]), torch.randn(1, 77, train.SMOKE.text_hidden)
+    with torch.no_grad():
+        assert not torch.allclose(nets[2](x, t, text).sample, nets[8](x, t, text).sample, atol=1e-4)
+
+
+def test_fused_adamw_takes_the_same_steps_in_other_rounding(monkeypatch):
+    """fused_adamw: both stages' AdamW run PyTorch's fused kernel; three U-Net steps from one seed end where the
+    for-loop kernel's do, up to rounding."""
+    import dataclasses
+
+    from transformers import CLIPTokenizer
+
+    cfg = dataclasses.replace(train.SMOKE, unet_steps=3, warmup=0, lr_floor=1.0, ema_decay=0.0)  # the raw weights
+    scenes, images = train.make_dataset(cfg, np.random.default_rng(0))
+    torch.manual_seed(0)
+    means, stds = train.encode_all(train.build_vae(cfg).eval(), images)
+    tokenizer = CLIPTokenizer.from_pretrained(train.TOKENIZER_DIR)
+    asked: list = []
+    adamw = torch.optim.AdamW
+    monkeypatch.setattr(
+        torch.optim, "AdamW", lambda *args, **kwargs: asked.append(kwargs.get("fused")) or adamw(*args, **kwargs)
+    )
+    weights = {}
+    for fused in (False, True):
+        torch.manual_seed(1)
+        run = dataclasses.replace(cfg, fused_adamw=fused)
+        unet, text_encoder = train.train_unet(run, scenes, means, stds, 1.0, tokenizer, [])
+        weights[fused] = [p.detach().clone() for p in [*unet.parameters(), *text_encoder.parameters()]]
+    train.train_vae(dataclasses.replace(cfg, fused_adamw=True, vae_steps=1), images, [])
+    assert asked == [None, True, True]  # for-loop (PyTorch's CPU default), then fused in the U-Net and VAE stages
+    torch.manual_seed(1)
+    start = [
+        p.detach().clone()
+        for p in [*train.build_unet(cfg, 8).parameters(), *train.build_text_encoder(cfg).parameters()]
+    ]
+    assert any(not torch.allclose(a, b) for a, b in zip(start, weights[True]))  # the steps moved the weights
+    moved = torch.cat([(loop - before).flatten() for loop, before in zip(weights[False], start, strict=True)])
+    apart = torch.cat([(fused - loop).flatten() for fused, loop in zip(weights[True], weights[False], strict=True)])
+    print(f"fused - for-loop: {apart.norm() / moved.norm():.2e} of the steps' length")
+    assert apart.norm() <= 1e-2 * moved.norm()  # the same steps, to a hundredth of their length (0.3% here)
+
+
 def test_compute_snr_is_alpha_bar_over_one_minus_alpha_bar():
     scheduler = DDPMScheduler.from_config(SD15_SCHEDULER)
     t = torch.tensor([0, 10, 500, 999])

@@ -63,7 +63,7 @@ def unet_step_fn(cfg: train.Config, native: bool, seed: int = 0) -> Callable[[],
     if native:
         unet.to(memory_format=torch.channels_last)
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.0, fused=cfg.fused_adamw or None)
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     scenes = [world.sample_scene(rng) for _ in range(cfg.unet_batch)]
     captions = [world.caption(s, rng, cfg.caption_keep) for s in scenes]
@@ -97,7 +97,7 @@ def vae_step_fn(cfg: train.Config, native: bool, seed: int = 0) -> Callable[[], 
     vae = train.build_vae(cfg).train()
     if native:
         vae.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0, fused=cfg.fused_adamw or None)
     rng = np.random.default_rng(seed)
     pictures = np.stack(
         [world.render(world.sample_scene(rng), rng, 0.0, cfg.color_range) for _ in range(cfg.vae_batch)]

@@ -14,16 +14,17 @@ color`, the default, so a caption's colour is right about 92% of the time, as we
 overlapping world needs a VAE trained on it for twice the default steps (`--vae-steps 2800`, under bfloat16 autocast
 with `--vae-bf16`), and the two last stages train on mostly empty captions (`--empty-caption-prob 0.7`, 10% before
 them) and half two-shape pictures, the last with captions that name fewer attributes (`--caption-keep 0.6`), which
-steadies PNDM at guidance 7.5 (toy/EXPERIMENTS.md, J to U). Options, off by default, that were measured and not
-shipped: `--high-noise-share` draws that share of the timesteps from the noisier half of the schedule,
-`--min-snr-gamma` weights the loss by Min-SNR (Hang et al. 2023), `--x0-weight-cap` weights the noisiest steps by
-1/SNR, `--variation` varies shades and lighting that no caption names, caption noise on the other kinds of word
-(`--caption-noise-kinds`; section I), `--shape-range` lets circles and squares overlap as colour names do (section L);
-`--vae-color-range` gives the VAE stage a colour range of its own (section M: worse, the U-Net needs the latent of a
-VAE that saw its own world). What the shipped recipe also keeps: an EMA window short enough not to lag (0.995), a rate
-decaying to 2%, captions that name each optional attribute 85% of the time until the last stage, and two short later
-stages at a fresh rate. The shipped model (`make train`, 81 minutes on session 19's 2 cores; the minutes each stage
-took are in models/toy-sd/training_log.json and toy/RESULTS.md):
+steadies PNDM at guidance 7.5 (toy/EXPERIMENTS.md, J to U). Options, off by default, that were measured and not shipped:
+`--high-noise-share` draws that share of the timesteps from the noisier half of the schedule, `--min-snr-gamma` weights
+the loss by Min-SNR (Hang et al. 2023), `--x0-weight-cap` weights the noisiest steps by 1/SNR, `--variation` varies
+shades and lighting that no caption names, caption noise on the other kinds of word (`--caption-noise-kinds`; section
+I), `--shape-range` lets circles and squares overlap as colour names do (section L); `--vae-color-range` gives the VAE
+stage a colour range of its own (section M: worse, the U-Net needs the latent of a VAE that saw its own world);
+`--unet-heads 2` and `--fused-adamw` make a U-Net step about a fifth cheaper (section V: one run, worse on PNDM, its VAE
+another draw). What the shipped recipe also keeps: an EMA window short enough not to lag (0.995), a rate decaying to 2%,
+captions that name each optional attribute 85% of the time until the last stage, and two short later stages at a fresh
+rate. The shipped model (`make train`, 81 minutes on session 19's 2 cores; the minutes each stage took are in
+models/toy-sd/training_log.json and toy/RESULTS.md):
 
     python -m toy.train --color-range 2.0 --vae-steps 2800 --steps 8000 --vae-bf16   # the VAE, 8,000 U-Net steps
     python -m toy.train --resume models/toy-sd --steps 800 --lr 6e-4 --warmup 20 --color-range 2.0 \

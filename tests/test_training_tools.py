@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel
+from transformers import CLIPTokenizer
 
 from helpers.models import SD15_SCHEDULER
 from toy import train
@@ -28,26 +32,32 @@ def test_diffusers_ema_is_the_warmed_up_average_the_trainer_used():
     assert not torch.allclose(shadow, param.detach(), atol=1e-2)  # the average is not the last value
 
 
+RAW = dataclasses.replace(train.SMOKE, warmup=0, lr_floor=1.0, ema_decay=0.0)  # a constant rate; raw weights saved
+
+
+@functools.cache
+def smoke_data() -> tuple[list, np.ndarray, torch.Tensor, torch.Tensor, CLIPTokenizer]:
+    """The smoke world's scenes, pictures, latents (from an untrained VAE, seed 0) and the tokenizer."""
+    scenes, images = train.make_dataset(RAW, np.random.default_rng(0))
+    torch.manual_seed(0)
+    means, stds = train.encode_all(train.build_vae(RAW).eval(), images)
+    return scenes, images, means, stds, CLIPTokenizer.from_pretrained(train.TOKENIZER_DIR)
+
+
+def smoke_weights(**changes) -> list[torch.Tensor]:
+    """The U-Net's and text encoder's weights after train_unet on the smoke data with RAW and `changes`, from the
+    same initial weights each time (seed 1)."""
+    scenes, _, means, stds, tokenizer = smoke_data()
+    torch.manual_seed(1)
+    unet, text_encoder = train.train_unet(dataclasses.replace(RAW, **changes), scenes, means, stds, 1.0, tokenizer, [])
+    return [p.detach().clone() for p in [*unet.parameters(), *text_encoder.parameters()]]
+
+
 def test_average_last_saves_the_equal_average_of_the_last_steps_weights():
     """--average-last N (SWA): the saved weights are the mean of the last N steps' weights. With a constant rate the
     first k steps of a run are a k-step run (the data and noise come in the same order), so a 3-step run averaging
     its last 2 saves (W2 + W3) / 2, where Wk is a k-step run's last weights (saved with an EMA of decay 0)."""
-    import dataclasses
-
-    from transformers import CLIPTokenizer
-
-    cfg = dataclasses.replace(train.SMOKE, warmup=0, lr_floor=1.0, ema_decay=0.0)
-    scenes, images = train.make_dataset(cfg, np.random.default_rng(0))
-    torch.manual_seed(0)
-    means, stds = train.encode_all(train.build_vae(cfg).eval(), images)
-    tokenizer = CLIPTokenizer.from_pretrained(train.TOKENIZER_DIR)
-
-    def weights(**changes) -> list[torch.Tensor]:
-        torch.manual_seed(1)  # the same initial U-Net and text encoder each time
-        run = dataclasses.replace(cfg, **changes)
-        unet, text_encoder = train.train_unet(run, scenes, means, stds, 1.0, tokenizer, [])
-        return [p.detach().clone() for p in [*unet.parameters(), *text_encoder.parameters()]]
-
+    weights = smoke_weights
     two, three, averaged = weights(unet_steps=2), weights(unet_steps=3), weights(unet_steps=3, average_last=2)
     assert any(not torch.allclose(a, b) for a, b in zip(two, three))  # the last step moved the weights
     for mean, a, b in zip(averaged, two, three, strict=True):
@@ -60,8 +70,6 @@ def test_average_last_saves_the_equal_average_of_the_last_steps_weights():
 def test_vae_bf16_trains_the_same_vae_in_bfloat16s_rounding():
     """--vae-bf16: the VAE stage's forward passes under bfloat16 autocast. From the same seed its losses follow
     float32's to bfloat16's rounding (not to float32's), and the trained weights stay float32."""
-    import dataclasses
-
     cfg = dataclasses.replace(train.SMOKE, vae_steps=4)
     images = train.make_dataset(cfg, np.random.default_rng(0))[1]
     runs = {}
@@ -80,8 +88,6 @@ def test_vae_bf16_trains_the_same_vae_in_bfloat16s_rounding():
 def test_unet_heads_split_the_same_weights_into_that_many_heads():
     """unet_heads changes how each attention layer splits its channels, not its weights: from one seed, 2 heads and 8
     have the same parameters, and the U-Net's output differs (the heads attend separately)."""
-    import dataclasses
-
     nets = {}
     for heads in (2, 8):
         torch.manual_seed(0)
@@ -98,32 +104,18 @@ def test_unet_heads_split_the_same_weights_into_that_many_heads():
 def test_fused_adamw_takes_the_same_steps_in_other_rounding(monkeypatch):
     """fused_adamw: both stages' AdamW run PyTorch's fused kernel; three U-Net steps from one seed end where the
     for-loop kernel's do, up to rounding."""
-    import dataclasses
-
-    from transformers import CLIPTokenizer
-
-    cfg = dataclasses.replace(train.SMOKE, unet_steps=3, warmup=0, lr_floor=1.0, ema_decay=0.0)  # the raw weights
-    scenes, images = train.make_dataset(cfg, np.random.default_rng(0))
-    torch.manual_seed(0)
-    means, stds = train.encode_all(train.build_vae(cfg).eval(), images)
-    tokenizer = CLIPTokenizer.from_pretrained(train.TOKENIZER_DIR)
     asked: list = []
     adamw = torch.optim.AdamW
     monkeypatch.setattr(
         torch.optim, "AdamW", lambda *args, **kwargs: asked.append(kwargs.get("fused")) or adamw(*args, **kwargs)
     )
-    weights = {}
-    for fused in (False, True):
-        torch.manual_seed(1)
-        run = dataclasses.replace(cfg, fused_adamw=fused)
-        unet, text_encoder = train.train_unet(run, scenes, means, stds, 1.0, tokenizer, [])
-        weights[fused] = [p.detach().clone() for p in [*unet.parameters(), *text_encoder.parameters()]]
-    train.train_vae(dataclasses.replace(cfg, fused_adamw=True, vae_steps=1), images, [])
+    weights = {fused: smoke_weights(unet_steps=3, fused_adamw=fused) for fused in (False, True)}
+    train.train_vae(dataclasses.replace(RAW, fused_adamw=True, vae_steps=1), smoke_data()[1], [])
     assert asked == [None, True, True]  # for-loop (PyTorch's CPU default), then fused in the U-Net and VAE stages
     torch.manual_seed(1)
     start = [
         p.detach().clone()
-        for p in [*train.build_unet(cfg, 8).parameters(), *train.build_text_encoder(cfg).parameters()]
+        for p in [*train.build_unet(RAW, 8).parameters(), *train.build_text_encoder(RAW).parameters()]
     ]
     assert any(not torch.allclose(a, b) for a, b in zip(start, weights[True]))  # the steps moved the weights
     moved = torch.cat([(loop - before).flatten() for loop, before in zip(weights[False], start, strict=True)])
@@ -153,8 +145,6 @@ def test_pixels_are_normalised_as_before_to_the_last_bit_or_one():
 
 def test_caption_tokens_are_the_ids_of_one_batched_tokenizer_call():
     """The cache returns what the tokenizer returns for the batch: padded to 77, long captions cut, empty ones kept."""
-    from transformers import CLIPTokenizer
-
     from helpers.models import CLIP_TOKENIZER
 
     tokenizer = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER)

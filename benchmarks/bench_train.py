@@ -97,7 +97,7 @@ def vae_step_fn(cfg: train.Config, native: bool, seed: int = 0) -> Callable[[], 
     vae = train.build_vae(cfg).train()
     if native:
         vae.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0, fused=cfg.fused_adamw or None)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0, fused=train.vae_fused_adamw(cfg) or None)
     rng = np.random.default_rng(seed)
     pictures = np.stack(
         [world.render(world.sample_scene(rng), rng, 0.0, cfg.color_range) for _ in range(cfg.vae_batch)]

@@ -343,7 +343,10 @@ def test_training_on_a_saved_vae_keeps_that_vae(tmp_path):
     are that model's, the U-Net and text encoder are trained anew; options that would train a VAE are refused."""
     train = [sys.executable, "-m", "toy.train", "--smoke", "--threads", "1"]
     source, held = tmp_path / "source", tmp_path / "held"
-    for extra in (["--vae-bf16", "--out", str(source)], ["--vae-from", str(source), "--seed", "1", "--out", str(held)]):
+    for extra in (
+        ["--vae-bf16", "--out", str(source)],
+        ["--vae-from", str(source), "--seed", "1", "--fused-adamw", "--color-range", "1.5", "--out", str(held)],
+    ):
         run = subprocess.run([*train, *extra], capture_output=True, text=True)
         assert run.returncode == 0, run.stderr[-2000:]
     for name in ("vae/diffusion_pytorch_model.safetensors", "vae/config.json"):
@@ -356,6 +359,9 @@ def test_training_on_a_saved_vae_keeps_that_vae(tmp_path):
     assert vae_rows[0] == vae_rows[1] and len(vae_rows[0]) == SMOKE.vae_steps
     assert sum(row["stage"] == "unet" for row in logs[1]["log"]) == SMOKE.unet_steps
     assert "--vae-from" in logs[1]["stages"][0]["command"] and stage_config(held, 0).vae_bf16  # the VAE's own settings
+    kept = stage_config(held, 0)  # the U-Net's fused kernel and colours, the VAE's for-loop kernel and source colours
+    assert kept.fused_adamw and kept.vae_fused_adamw is False and not stage_config(source, 0).fused_adamw
+    assert (kept.color_range, kept.vae_color_range) == (1.5, SMOKE.color_range)
     assert (
         stage_config(held, 0).seed == 1 and logs[1]["summary"]["scaling_factor"] == logs[0]["summary"]["scaling_factor"]
     )

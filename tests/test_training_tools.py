@@ -110,8 +110,11 @@ def test_fused_adamw_takes_the_same_steps_in_other_rounding(monkeypatch):
         torch.optim, "AdamW", lambda *args, **kwargs: asked.append(kwargs.get("fused")) or adamw(*args, **kwargs)
     )
     weights = {fused: smoke_weights(unet_steps=3, fused_adamw=fused) for fused in (False, True)}
-    train.train_vae(dataclasses.replace(RAW, fused_adamw=True, vae_steps=1), smoke_data()[1], [])
-    assert asked == [None, True, True]  # for-loop (PyTorch's CPU default), then fused in the U-Net and VAE stages
+    for own in (None, False):  # the VAE stage's own setting, where one is given, wins over the shared one
+        train.train_vae(
+            dataclasses.replace(RAW, fused_adamw=True, vae_fused_adamw=own, vae_steps=1), smoke_data()[1], []
+        )
+    assert asked == [None, True, True, None]  # for-loop (PyTorch's CPU default), fused U-Net and VAE, the VAE's own
     torch.manual_seed(1)
     start = [
         p.detach().clone()

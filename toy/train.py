@@ -103,11 +103,27 @@ class Config:
     color_range: float = 0.9  # how much of the way to the next name each named colour covers (world.render); J
     shape_range: float = 0.0  # the same for the outlines of circles and squares (world.shape_exponent); L
     vae_color_range: float | None = None  # the VAE stage's own colour range (None: color_range); L, the end
+    vae_fused_adamw: bool | None = None  # the VAE stage's own AdamW kernel (None: fused_adamw); --vae-from logs it
     seed: int = 0
 
 
 # The first stage's VAE settings: what --vae-from takes over, with the VAE, from the model it names.
-VAE_FIELDS = ("vae_channels", "vae_steps", "vae_batch", "vae_lr", "kl_weight", "vae_bf16", "vae_color_range")
+VAE_FIELDS = (
+    "vae_channels",
+    "vae_steps",
+    "vae_batch",
+    "vae_lr",
+    "kl_weight",
+    "vae_bf16",
+    "vae_color_range",
+    "vae_fused_adamw",
+)
+
+
+def vae_fused_adamw(cfg: Config) -> bool:
+    """Whether the VAE stage's AdamW runs the fused kernel: its own setting, or the stages' shared one."""
+    return cfg.fused_adamw if cfg.vae_fused_adamw is None else cfg.vae_fused_adamw
+
 
 SMOKE = Config(
     num_images=64,
@@ -229,7 +245,7 @@ def train_vae(cfg: Config, images: np.ndarray, log: list[dict]) -> AutoencoderKL
     """Train the VAE from scratch; with cfg.vae_bf16 its forward passes run under bfloat16 autocast, which the CPU's
     AMX units multiply (the loss, the weights and the optimiser stay float32)."""
     vae = build_vae(cfg)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0, fused=cfg.fused_adamw or None)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0, fused=vae_fused_adamw(cfg) or None)
     schedule = lr_schedule(opt, cfg.vae_steps, cfg.warmup, floor=0.1)
     gen = np.random.default_rng(cfg.seed + 1)
     for step in (bar := tqdm(range(cfg.vae_steps), desc="VAE")):
@@ -501,7 +517,11 @@ def main() -> None:
         if not (args.vae_from / "vae" / "config.json").is_file() or not (args.vae_from / "training_log.json").is_file():
             parser.error(f"--vae-from {args.vae_from}: no saved model there (vae/config.json and training_log.json)")
         source = stage_config(args.vae_from, 0)  # the VAE's own settings, so that the log describes it truly
-        cfg = dataclasses.replace(cfg, **{k: getattr(source, k) for k in VAE_FIELDS})
+        taken = {k: getattr(source, k) for k in VAE_FIELDS}  # a None there stood for the source's shared value
+        if source.vae_color_range is None:
+            taken["vae_color_range"] = source.color_range
+        taken["vae_fused_adamw"] = vae_fused_adamw(source)
+        cfg = dataclasses.replace(cfg, **taken)
     torch.manual_seed(cfg.seed)
     started = time.time()
     log: list[dict] = []

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.models.attention_processor import AttnProcessor
+from diffusers.training_utils import EMAModel
 from transformers import CLIPTokenizer
 
 from benchmarks.timing import MIN_ROUNDS, seconds, summarize
@@ -53,8 +54,9 @@ def in_precision(step: Callable[[], float], bf16: bool) -> Callable[[], float]:
     return run
 
 
-def unet_step_fn(cfg: train.Config, native: bool, seed: int = 0) -> Callable[[], float]:
-    """One optimiser step of the U-Net stage on fixed inputs (a fresh model from the seed), as a call."""
+def unet_step_fn(cfg: train.Config, native: bool, seed: int = 0, ema: bool = False) -> Callable[[], float]:
+    """One optimiser step of the U-Net stage on fixed inputs (a fresh model from the seed), as a call; with `ema`,
+    also the step's update of the weights' EMA, as toy.train does it."""
     latent_size = world.IMAGE_SIZE // 2 ** (len(cfg.vae_channels) - 1)  # the VAE's scale factor, as in training
     torch.manual_seed(seed)
     unet, text_encoder = train.build_unet(cfg, latent_size), train.build_text_encoder(cfg)
@@ -64,6 +66,7 @@ def unet_step_fn(cfg: train.Config, native: bool, seed: int = 0) -> Callable[[],
         unet.to(memory_format=torch.channels_last)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.0, fused=cfg.fused_adamw or None)
+    average = EMAModel(params, decay=cfg.ema_decay, foreach=cfg.ema_foreach) if ema else None
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     scenes = [world.sample_scene(rng) for _ in range(cfg.unet_batch)]
     captions = [world.caption(s, rng, cfg.caption_keep) for s in scenes]
@@ -86,6 +89,8 @@ def unet_step_fn(cfg: train.Config, native: bool, seed: int = 0) -> Callable[[],
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if average is not None:
+            average.step(params)
         return loss.item()
 
     return step

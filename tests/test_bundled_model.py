@@ -15,7 +15,7 @@ from diffusers import StableDiffusionPipeline
 from helpers.models import BUNDLED_MODEL, Components, load_components
 from helpers.sampling import generate
 from helpers.schedulers import make_scheduler
-from toy import world
+from toy import evaluate, world
 from toy.screen import with_spacing
 from toy.train import SMOKE, stage_config
 
@@ -301,6 +301,9 @@ def test_training_is_reproducible_on_one_machine(tmp_path):
         ("--caption-noise-kinds", "color,hue"),
         ("--unet-heads", "0"),
         ("--unet-heads", "3"),  # the smoke U-Net's 16 channels do not split into 3 heads
+        ("--unet-channels", "24,48"),  # not multiples of the group norm's 16 groups
+        ("--unet-channels", "32"),  # one level
+        ("--unet-channels", "32,wide"),
     ],
 )
 def test_training_refuses_an_option_out_of_range(tmp_path, flag: str, value: str):
@@ -321,21 +324,28 @@ def test_training_refuses_vae_bf16_on_a_stage_that_trains_no_vae(tmp_path):
     assert not out.exists()
 
 
-def test_unet_heads_build_a_first_stage_and_later_stages_keep_them(tmp_path):
-    """--unet-heads sets the first stage's U-Net heads (diffusers' attention_head_dim); a --resume stage goes on with
-    the saved U-Net's heads and logs them, and refuses --unet-heads, which would build another U-Net."""
+def test_unet_heads_and_widths_build_a_first_stage_and_later_stages_keep_them(tmp_path):
+    """--unet-heads and --unet-channels set the first stage's U-Net heads (diffusers' attention_head_dim) and widths;
+    a --resume stage goes on with the saved U-Net's and logs them, and refuses both, which would build another U-Net."""
     train = [sys.executable, "-m", "toy.train", "--smoke", "--threads", "1"]
     first, second = tmp_path / "first", tmp_path / "second"
-    for extra in (["--unet-heads", "2", "--out", str(first)], ["--resume", str(first), "--out", str(second)]):
+    for extra in (
+        ["--unet-heads", "2", "--unet-channels", "32,16", "--out", str(first)],
+        ["--resume", str(first), "--out", str(second)],
+    ):
         run = subprocess.run([*train, *extra], capture_output=True, text=True)
         assert run.returncode == 0, run.stderr[-2000:]
-    assert json.loads((second / "unet" / "config.json").read_text())["attention_head_dim"] == 2
-    assert stage_config(second, 0).unet_heads == 2 and stage_config(second).unet_heads == 2
+    saved = json.loads((second / "unet" / "config.json").read_text())
+    assert saved["attention_head_dim"] == 2 and saved["block_out_channels"] == [32, 16] != list(SMOKE.unet_channels)
+    for stage in (0, -1):
+        assert (stage_config(second, stage).unet_heads, stage_config(second, stage).unet_channels) == (2, (32, 16))
     never = tmp_path / "never"
-    refused = [*train, "--resume", str(first), "--unet-heads", "4", "--out", str(never)]
-    run = subprocess.run(refused, capture_output=True, text=True)
-    assert run.returncode == 2 and "--unet-heads" in run.stderr and "--resume" in run.stderr, run.stderr[-500:]
-    assert not never.exists()
+    for flag, value in (("--unet-heads", "4"), ("--unet-channels", "16,16")):
+        run = subprocess.run(
+            [*train, "--resume", str(first), flag, value, "--out", str(never)], capture_output=True, text=True
+        )
+        assert run.returncode == 2 and flag in run.stderr and "--resume" in run.stderr, run.stderr[-500:]
+        assert not never.exists()
 
 
 def test_training_on_a_saved_vae_keeps_that_vae(tmp_path):
@@ -362,6 +372,8 @@ def test_training_on_a_saved_vae_keeps_that_vae(tmp_path):
     kept = stage_config(held, 0)  # the U-Net's fused kernel and colours, the VAE's for-loop kernel and source colours
     assert kept.fused_adamw and kept.vae_fused_adamw is False and not stage_config(source, 0).fused_adamw
     assert (kept.color_range, kept.vae_color_range) == (1.5, SMOKE.color_range)
+    counted = [evaluate.training_lines(log)[0] for log in logs]  # the VAE taken over is not timed: said
+    assert "--vae-from" not in counted[0] and "not counting the VAE's, taken over with --vae-from" in counted[1]
     assert (
         stage_config(held, 0).seed == 1 and logs[1]["summary"]["scaling_factor"] == logs[0]["summary"]["scaling_factor"]
     )

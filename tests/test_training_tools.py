@@ -127,6 +127,25 @@ def test_fused_adamw_takes_the_same_steps_in_other_rounding(monkeypatch):
     assert apart.norm() <= 1e-2 * moved.norm()  # the same steps, to a hundredth of their length (0.3% here)
 
 
+def test_ema_foreach_keeps_the_same_average(monkeypatch):
+    """ema_foreach: diffusers' EMA updates its averages in torch._foreach ops; after four U-Net steps from one seed the
+    saved averages equal the for-loop's up to rounding, and are an average, not the last weights."""
+    asked: list = []
+    ema_model = train.EMAModel
+    monkeypatch.setattr(
+        train, "EMAModel", lambda *args, **kwargs: asked.append(kwargs["foreach"]) or ema_model(*args, **kwargs)
+    )
+    averages = {foreach: smoke_weights(unet_steps=4, ema_decay=0.9, ema_foreach=foreach) for foreach in (False, True)}
+    last = smoke_weights(unet_steps=4)  # RAW's EMA decay 0: the last weights
+    assert asked == [False, True, False]
+    apart = max((a - b).abs().max().item() for a, b in zip(averages[True], averages[False], strict=True))
+    moved = max((a - b).abs().max().item() for a, b in zip(averages[True], last, strict=True))
+    print(f"foreach - for-loop: {apart:.1e}; average - last weights: {moved:.1e}")
+    assert (
+        1e-5 < moved and apart <= 1e-3 * moved
+    )  # the two averages agree to a thousandth of their distance from the last
+
+
 def test_compute_snr_is_alpha_bar_over_one_minus_alpha_bar():
     scheduler = DDPMScheduler.from_config(SD15_SCHEDULER)
     t = torch.tensor([0, 10, 500, 999])

@@ -194,10 +194,16 @@ def peaks(curve: list[float], scales: tuple[float, ...] = CURVE) -> list[float]:
 
 def training_lines(log: dict) -> list[str]:
     """The training paragraph from a model's training_log.json: each stage's command and minutes; for a soup
-    (toy.soup), the stages before the last, then each last stage it averages, all counted in the minutes."""
+    (toy.soup), the stages before the last, then each last stage it averages, all counted in the minutes. A first
+    stage that took over another model's VAE (`--vae-from`) trained none, and the minutes say so."""
     soup = log.get("soup")
     if soup is None:
-        lines = [f"Training: {log['summary']['minutes']} minutes on 2 CPU cores in {len(log['stages'])} stage(s):"]
+        untrained = " (not counting the VAE's, taken over with --vae-from)" * (
+            "--vae-from" in log["stages"][0]["command"]
+        )
+        lines = [
+            f"Training: {log['summary']['minutes']} minutes{untrained} on 2 CPU cores in {len(log['stages'])} stage(s):"
+        ]
         return lines + [f"`{st['command']}` ({st['minutes']} min)" for st in log["stages"]]
     before, last = log["stages"][:-1], soup["last_stages"]
     minutes = round(sum(st["minutes"] for st in [*before, *last]), 1)

@@ -91,6 +91,7 @@ class Config:
     vae_bf16: bool = False  # the VAE stage's forward passes under bfloat16 autocast (weights stay float32); T
     unet_heads: int = 8  # attention heads in each U-Net attention layer (diffusers' attention_head_dim); V
     fused_adamw: bool = False  # PyTorch's fused AdamW kernel (the same update, other rounding, faster on the CPU); V
+    ema_foreach: bool = False  # diffusers' EMA update in torch._foreach ops (the same average, other rounding); X
     average_last: int = 0  # save the equal average of the last this many steps' weights (SWA) instead of the EMA
     empty_caption_prob: float = 0.1
     caption_keep: float = 0.85  # each optional attribute is named with this probability
@@ -316,7 +317,7 @@ def train_unet(
     schedule = lr_schedule(opt, cfg.unet_steps, cfg.warmup, cfg.lr_floor)
     # The weights saved: diffusers' EMA, with its default warm-up (decay min(ema_decay, (1 + step) / (10 + step)) at
     # each step); or, with average_last, torch's equal average of the last steps' weights (stochastic weight averaging)
-    ema = EMAModel(params, decay=cfg.ema_decay)
+    ema = EMAModel(params, decay=cfg.ema_decay, foreach=cfg.ema_foreach)
     averages = [AveragedModel(model) for model in (unet, text_encoder)] if cfg.average_last else []
     noise_scheduler = DDPMScheduler.from_config(SD15_SCHEDULER)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
@@ -415,7 +416,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="U-Net batch size")
     parser.add_argument("--unet-heads", type=int, help="attention heads per U-Net attention layer (first stage only)")
     parser.add_argument(
+        "--unet-channels", help="the U-Net's widths, level by level, comma-separated multiples of 16 (first stage only)"
+    )
+    parser.add_argument(
         "--fused-adamw", action="store_true", help="PyTorch's fused AdamW kernel (the same update, faster on the CPU)"
+    )
+    parser.add_argument(
+        "--ema-foreach", action="store_true", help="the EMA update in foreach ops (the same average, faster on the CPU)"
     )
     parser.add_argument("--high-noise-share", type=float, help="share of timesteps from the noisier half")
     parser.add_argument("--x0-weight-cap", type=float, help="weight noisy steps by 1/SNR up to this")
@@ -482,7 +489,12 @@ def main() -> None:
         "vae_color_range": ("vae_color_range", 0.0, 2.0),
         "warmup": ("warmup", 0, math.inf),
     }
-    changes = {"seed": args.seed, "vae_bf16": args.vae_bf16, "fused_adamw": args.fused_adamw}
+    changes = {
+        "seed": args.seed,
+        "vae_bf16": args.vae_bf16,
+        "fused_adamw": args.fused_adamw,
+        "ema_foreach": args.ema_foreach,
+    }
     for option, (field, low, high) in ranges.items():
         value = getattr(args, option)
         if value is None:
@@ -498,13 +510,25 @@ def main() -> None:
                 f"got {args.caption_noise_kinds!r}"
             )
         changes["caption_noise_kinds"] = kinds
+    if args.unet_channels is not None:
+        try:
+            widths = tuple(int(width) for width in args.unet_channels.split(","))
+        except ValueError:
+            widths = ()
+        if len(widths) < 2 or any(width <= 0 or width % 16 for width in widths):
+            parser.error(
+                "--unet-channels must be two or more comma-separated positive multiples of 16 (the U-Net's group "
+                f"norm has 16 groups), got {args.unet_channels!r}"
+            )
+        changes["unet_channels"] = widths
     cfg = dataclasses.replace(SMOKE if args.smoke else Config(), **changes)
     if cfg.average_last > cfg.unet_steps:
         parser.error(f"--average-last must be at most the U-Net steps ({cfg.unet_steps}), got {cfg.average_last}")
     if any(channels % cfg.unet_heads for channels in cfg.unet_channels):
         parser.error(f"--unet-heads must divide every U-Net width {cfg.unet_channels}, got {cfg.unet_heads}")
-    if args.resume and args.unet_heads is not None:
-        parser.error(f"--unet-heads builds a new U-Net; --resume {args.resume} goes on with the saved one's heads")
+    for flag, given in (("--unet-heads", args.unet_heads), ("--unet-channels", args.unet_channels)):
+        if args.resume and given is not None:
+            parser.error(f"{flag} builds a new U-Net; --resume {args.resume} goes on with the saved one")
     if args.resume and args.vae_bf16:
         parser.error(
             f"--vae-bf16 changes how the VAE is trained; --resume {args.resume} keeps the saved VAE and trains none"
@@ -537,7 +561,10 @@ def main() -> None:
             UNet2DConditionModel.from_pretrained(args.resume, subfolder="unet", torch_dtype=torch.float32),
             CLIPTextModel.from_pretrained(args.resume, subfolder="text_encoder", dtype=torch.float32),
         )
-        cfg = dataclasses.replace(cfg, unet_heads=start[0].config.attention_head_dim)  # logged as trained
+        saved = start[0].config  # logged as trained
+        cfg = dataclasses.replace(
+            cfg, unet_heads=saved.attention_head_dim, unet_channels=tuple(saved.block_out_channels)
+        )
     elif args.vae_from is not None:  # the saved VAE and its training log's rows: this model's VAE is that one
         vae, start = AutoencoderKL.from_pretrained(args.vae_from, subfolder="vae", torch_dtype=torch.float32), None
         source_log = json.loads((args.vae_from / "training_log.json").read_text())["log"]

@@ -20,12 +20,12 @@ the loss by Min-SNR (Hang et al. 2023), `--x0-weight-cap` weights the noisiest s
 shades and lighting that no caption names, caption noise on the other kinds of word (`--caption-noise-kinds`; section
 I), `--shape-range` lets circles and squares overlap as colour names do (section L); `--vae-color-range` gives the VAE
 stage a colour range of its own (section M: worse, the U-Net needs the latent of a VAE that saw its own world);
-`--unet-heads 2` and `--fused-adamw` make a U-Net step about a fifth cheaper (sections V and W: worse on PNDM on another
-VAE draw, every bar met on the shipped VAE), `--unet-channels` narrows the U-Net and `--ema-foreach` updates the EMA in
-foreach ops (section W). What the shipped recipe also keeps: an EMA window short enough not to lag (0.995), a rate
-decaying to 2%, captions that name each optional attribute 85% of the time until the last stage, and two short later
-stages at a fresh rate. The shipped model (`make train`, 81 minutes on session 19's 2 cores; the minutes each stage
-took are in models/toy-sd/training_log.json and toy/RESULTS.md):
+`--unet-heads 2` and `--fused-adamw` make a U-Net step about a quarter cheaper (sections V and W: worse on PNDM on
+another VAE draw, every bar met on the shipped VAE), `--unet-channels` narrows the U-Net and `--ema-foreach` updates the
+EMA in foreach ops (section W). What the shipped recipe also keeps: an EMA window short enough not to lag (0.995), a
+rate decaying to 2%, captions that name each optional attribute 85% of the time until the last stage, and two short
+later stages at a fresh rate. The shipped model (`make train`, 81 minutes on session 19's 2 cores; the minutes each
+stage took are in models/toy-sd/training_log.json and toy/RESULTS.md):
 
     python -m toy.train --color-range 2.0 --vae-steps 2800 --steps 8000 --vae-bf16   # the VAE, 8,000 U-Net steps
     python -m toy.train --resume models/toy-sd --steps 800 --lr 6e-4 --warmup 20 --color-range 2.0 \
@@ -423,7 +423,7 @@ def main() -> None:
         "--fused-adamw", action="store_true", help="PyTorch's fused AdamW kernel (the same update, faster on the CPU)"
     )
     parser.add_argument(
-        "--ema-foreach", action="store_true", help="the EMA update in foreach ops (the same average, faster on the CPU)"
+        "--ema-foreach", action="store_true", help="the EMA update in foreach ops (the same average to rounding)"
     )
     parser.add_argument("--high-noise-share", type=float, help="share of timesteps from the noisier half")
     parser.add_argument("--x0-weight-cap", type=float, help="weight noisy steps by 1/SNR up to this")

@@ -74,7 +74,7 @@ def main() -> None:
         )
     results = {
         "command": f"python -m benchmarks.probe_unet_step --rounds {args.rounds} --threads {args.threads}"
-        + " --ema" * args.ema,
+        + (" --ema" if args.ema else ""),
         "ema": args.ema,
         "machine": {
             "cpu": platform.processor() or platform.machine(),

@@ -141,9 +141,8 @@ def test_ema_foreach_keeps_the_same_average(monkeypatch):
     apart = max((a - b).abs().max().item() for a, b in zip(averages[True], averages[False], strict=True))
     moved = max((a - b).abs().max().item() for a, b in zip(averages[True], last, strict=True))
     print(f"foreach - for-loop: {apart:.1e}; average - last weights: {moved:.1e}")
-    assert (
-        1e-5 < moved and apart <= 1e-3 * moved
-    )  # the two averages agree to a thousandth of their distance from the last
+    # the two averages agree to a thousandth of their distance from the last weights
+    assert 1e-5 < moved and apart <= 1e-3 * moved
 
 
 def test_compute_snr_is_alpha_bar_over_one_minus_alpha_bar():

@@ -198,9 +198,8 @@ def training_lines(log: dict) -> list[str]:
     stage that took over another model's VAE (`--vae-from`) trained none, and the minutes say so."""
     soup = log.get("soup")
     if soup is None:
-        untrained = " (not counting the VAE's, taken over with --vae-from)" * (
-            "--vae-from" in log["stages"][0]["command"]
-        )
+        took_vae = "--vae-from" in log["stages"][0]["command"]
+        untrained = " (not counting the VAE's, taken over with --vae-from)" if took_vae else ""
         lines = [
             f"Training: {log['summary']['minutes']} minutes{untrained} on 2 CPU cores in {len(log['stages'])} stage(s):"
         ]

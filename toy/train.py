@@ -182,6 +182,9 @@ def build_text_encoder(cfg: Config) -> CLIPTextModel:
     )
 
 
+UNET_NORM_GROUPS = 16  # the U-Net's group norm: every width must split into this many groups
+
+
 def build_unet(cfg: Config, latent_size: int) -> UNet2DConditionModel:
     n = len(cfg.unet_channels)
     return UNet2DConditionModel(
@@ -194,7 +197,7 @@ def build_unet(cfg: Config, latent_size: int) -> UNet2DConditionModel:
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
         cross_attention_dim=cfg.text_hidden,
         attention_head_dim=cfg.unet_heads,
-        norm_num_groups=16,
+        norm_num_groups=UNET_NORM_GROUPS,
     )
 
 
@@ -516,10 +519,10 @@ def main() -> None:
             widths = tuple(int(width) for width in args.unet_channels.split(","))
         except ValueError:
             widths = ()
-        if len(widths) < 2 or any(width <= 0 or width % 16 for width in widths):
+        if len(widths) < 2 or any(width <= 0 or width % UNET_NORM_GROUPS for width in widths):
             parser.error(
-                "--unet-channels must be two or more comma-separated positive multiples of 16 (the U-Net's group "
-                f"norm has 16 groups), got {args.unet_channels!r}"
+                f"--unet-channels must be two or more comma-separated positive multiples of {UNET_NORM_GROUPS} (the "
+                f"U-Net's group norm has {UNET_NORM_GROUPS} groups), got {args.unet_channels!r}"
             )
         changes["unet_channels"] = widths
     cfg = dataclasses.replace(SMOKE if args.smoke else Config(), **changes)

@@ -17,7 +17,7 @@ from helpers.sampling import generate
 from helpers.schedulers import make_scheduler
 from toy import evaluate, world
 from toy.screen import with_spacing
-from toy.train import SMOKE, stage_config
+from toy.train import SMOKE, stage_config, vae_fused_adamw
 
 PROMPTS = [
     "a large red circle in the center on a white background",
@@ -315,13 +315,31 @@ def test_training_refuses_an_option_out_of_range(tmp_path, flag: str, value: str
     assert not out.exists()
 
 
-def test_training_refuses_vae_bf16_on_a_stage_that_trains_no_vae(tmp_path):
-    """A --resume stage keeps the saved VAE, so --vae-bf16 there would be recorded in its log and do nothing."""
+@pytest.mark.parametrize("flag", [["--vae-bf16"], ["--vae-adamw", "fused"]])
+def test_training_refuses_vae_options_on_a_stage_that_trains_no_vae(tmp_path, flag):
+    """A --resume stage keeps the saved VAE, so --vae-bf16 or --vae-adamw there would be logged and do nothing."""
     out = tmp_path / "never"
-    command = [sys.executable, "-m", "toy.train", "--smoke", "--out", str(out), "--resume", str(tmp_path), "--vae-bf16"]
+    command = [sys.executable, "-m", "toy.train", "--smoke", "--out", str(out), "--resume", str(tmp_path), *flag]
     run = subprocess.run(command, capture_output=True, text=True)
-    assert run.returncode == 2 and "--vae-bf16" in run.stderr and "--resume" in run.stderr, run.stderr[-500:]
+    assert run.returncode == 2 and flag[0] in run.stderr and "--resume" in run.stderr, run.stderr[-500:]
     assert not out.exists()
+
+
+def test_vae_adamw_gives_the_vae_stage_its_own_kernel(tmp_path):
+    """--vae-adamw for-loop with --fused-adamw: the U-Net's AdamW fused, the VAE's PyTorch's CPU for-loop, as logged;
+    a wrong kernel name is refused, naming the option."""
+    train = [sys.executable, "-m", "toy.train", "--smoke", "--threads", "1", "--fused-adamw"]
+    run = subprocess.run(
+        [*train, "--vae-adamw", "for-loop", "--out", str(tmp_path / "m")], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    logged = stage_config(tmp_path / "m", 0)
+    assert logged.fused_adamw and logged.vae_fused_adamw is False and not vae_fused_adamw(logged)
+    wrong = subprocess.run(
+        [*train, "--vae-adamw", "foreach", "--out", str(tmp_path / "never")], capture_output=True, text=True
+    )
+    assert wrong.returncode == 2 and "--vae-adamw" in wrong.stderr, wrong.stderr[-500:]
+    assert not (tmp_path / "never").exists()
 
 
 def test_unet_heads_and_widths_build_a_first_stage_and_later_stages_keep_them(tmp_path):
@@ -377,7 +395,7 @@ def test_training_on_a_saved_vae_keeps_that_vae(tmp_path):
     assert (
         stage_config(held, 0).seed == 1 and logs[1]["summary"]["scaling_factor"] == logs[0]["summary"]["scaling_factor"]
     )
-    for flag in (["--vae-bf16"], ["--vae-steps", "2"], ["--resume", str(source)]):
+    for flag in (["--vae-bf16"], ["--vae-steps", "2"], ["--vae-adamw", "for-loop"], ["--resume", str(source)]):
         never = tmp_path / "never"
         run = subprocess.run(
             [*train, "--vae-from", str(source), *flag, "--out", str(never)], capture_output=True, text=True

@@ -426,6 +426,11 @@ def main() -> None:
         "--fused-adamw", action="store_true", help="PyTorch's fused AdamW kernel (the same update, faster on the CPU)"
     )
     parser.add_argument(
+        "--vae-adamw",
+        choices=("for-loop", "fused"),
+        help="the VAE stage's own AdamW kernel (first stage only; default: --fused-adamw's)",
+    )
+    parser.add_argument(
         "--ema-foreach", action="store_true", help="the EMA update in foreach ops (the same average to rounding)"
     )
     parser.add_argument("--high-noise-share", type=float, help="share of timesteps from the noisier half")
@@ -525,6 +530,8 @@ def main() -> None:
                 f"U-Net's group norm has {UNET_NORM_GROUPS} groups), got {args.unet_channels!r}"
             )
         changes["unet_channels"] = widths
+    if args.vae_adamw is not None:
+        changes["vae_fused_adamw"] = args.vae_adamw == "fused"
     cfg = dataclasses.replace(SMOKE if args.smoke else Config(), **changes)
     if cfg.average_last > cfg.unet_steps:
         parser.error(f"--average-last must be at most the U-Net steps ({cfg.unet_steps}), got {cfg.average_last}")
@@ -533,13 +540,14 @@ def main() -> None:
     for flag, given in (("--unet-heads", args.unet_heads), ("--unet-channels", args.unet_channels)):
         if args.resume and given is not None:
             parser.error(f"{flag} builds a new U-Net; --resume {args.resume} goes on with the saved one")
-    if args.resume and args.vae_bf16:
-        parser.error(
-            f"--vae-bf16 changes how the VAE is trained; --resume {args.resume} keeps the saved VAE and trains none"
-        )
+    for flag, given in (("--vae-bf16", args.vae_bf16), ("--vae-adamw", args.vae_adamw)):
+        if args.resume and given:
+            parser.error(
+                f"{flag} changes how the VAE is trained; --resume {args.resume} keeps the saved VAE and trains none"
+            )
     if args.vae_from is not None:
         for flag, given in (("--resume", args.resume), ("--vae-bf16", args.vae_bf16), ("--vae-steps", args.vae_steps),
-                            ("--vae-color-range", args.vae_color_range)):  # fmt: skip
+                            ("--vae-color-range", args.vae_color_range), ("--vae-adamw", args.vae_adamw)):  # fmt: skip
             if given:
                 parser.error(f"--vae-from {args.vae_from} trains no VAE, so {flag} has nothing to do")
         if not (args.vae_from / "vae" / "config.json").is_file() or not (args.vae_from / "training_log.json").is_file():

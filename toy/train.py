@@ -421,7 +421,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="U-Net batch size")
     parser.add_argument("--unet-heads", type=int, help="attention heads per U-Net attention layer (first stage only)")
     parser.add_argument(
-        "--unet-channels", help="the U-Net's widths, level by level, comma-separated multiples of 16 (first stage only)"
+        "--unet-channels",
+        help=f"the U-Net's widths, level by level, comma-separated multiples of {UNET_NORM_GROUPS} (first stage only)",
     )
     parser.add_argument(
         "--fused-adamw", action="store_true", help="PyTorch's fused AdamW kernel (the same update, faster on the CPU)"

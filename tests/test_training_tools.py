@@ -85,6 +85,18 @@ def test_vae_bf16_trains_the_same_vae_in_bfloat16s_rounding():
     assert not torch.is_autocast_enabled("cpu")  # nothing left switched on
 
 
+def test_train_vae_shows_each_step_to_after_step():
+    """after_step(step, vae) sees every update in order, with the VAE as that step left it: the weights it is shown
+    at the last step are the ones train_vae returns, and earlier ones differ (the snapshot probe of section Z)."""
+    cfg = dataclasses.replace(train.SMOKE, vae_steps=3)
+    images = train.make_dataset(cfg, np.random.default_rng(0))[1]
+    seen: list[tuple[int, torch.Tensor]] = []
+    torch.manual_seed(0)
+    vae = train.train_vae(cfg, images, [], lambda step, v: seen.append((step, next(v.parameters()).detach().clone())))
+    assert [step for step, _ in seen] == [0, 1, 2]
+    assert torch.equal(seen[-1][1], next(vae.parameters())) and not torch.equal(seen[0][1], seen[-1][1])
+
+
 def test_unet_heads_split_the_same_weights_into_that_many_heads():
     """unet_heads changes how each attention layer splits its channels, not its weights: from one seed, 2 heads and 8
     have the same parameters, and the U-Net's output differs (the heads attend separately)."""

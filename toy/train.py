@@ -49,6 +49,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -247,9 +248,12 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return VaeImageProcessor.normalize(VaeImageProcessor.numpy_to_pt(images.astype(np.float32) / 255.0))
 
 
-def train_vae(cfg: Config, images: np.ndarray, log: list[dict]) -> AutoencoderKL:
+def train_vae(
+    cfg: Config, images: np.ndarray, log: list[dict], after_step: Callable[[int, AutoencoderKL], None] | None = None
+) -> AutoencoderKL:
     """Train the VAE from scratch; with cfg.vae_bf16 its forward passes run under bfloat16 autocast, which the CPU's
-    AMX units multiply (the loss, the weights and the optimiser stay float32)."""
+    AMX units multiply (the loss, the weights and the optimiser stay float32). `after_step(step, vae)`, if given, is
+    called after each update, for probes that read the VAE along its training (toy/logs/vae_snapshots_Z.py)."""
     vae = build_vae(cfg)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0, fused=vae_fused_adamw(cfg) or None)
     schedule = lr_schedule(opt, cfg.vae_steps, cfg.warmup, floor=0.1)
@@ -268,6 +272,8 @@ def train_vae(cfg: Config, images: np.ndarray, log: list[dict]) -> AutoencoderKL
         schedule.step()
         bar.set_postfix(mse=f"{mse.item():.4f}")
         log.append({"stage": "vae", "step": step, "mse": round(mse.item(), 6)})
+        if after_step is not None:
+            after_step(step, vae)
     return vae.eval()
 
 

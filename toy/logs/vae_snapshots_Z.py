@@ -3,10 +3,13 @@
 and reads toy.vae_probe's ceilings on snapshots of its last steps and on exponential moving averages of its weights.
 
     python -m toy.logs.vae_snapshots_Z > toy/logs/vae_snapshots_Z.txt
+    python -m toy.logs.vae_snapshots_Z --seed 1 > toy/logs/vae_snapshots_Z_seed1.txt   # toy.train --seed 1's VAE
+    python -m toy.logs.vae_snapshots_Z --vae-steps 3600 > toy/logs/vae_snapshots_Z_3600.txt   # a longer VAE stage
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import time
@@ -24,8 +27,13 @@ VAE_STEPS = 2800
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0, help="as toy.train's: pictures, first weights, noise")
+    parser.add_argument("--vae-steps", type=int, default=VAE_STEPS, help="VAE steps (snapshots every 200 past 3,000)")
+    args = parser.parse_args()
     torch.set_num_threads(2)
-    cfg = dataclasses.replace(train.Config(), color_range=2.0, vae_steps=VAE_STEPS, vae_bf16=True, seed=0)
+    cfg = dataclasses.replace(train.Config(), color_range=2.0, vae_steps=args.vae_steps, vae_bf16=True, seed=args.seed)
+    snapshot_steps = (*SNAPSHOTS, *range(3000, cfg.vae_steps, 200))
     torch.manual_seed(cfg.seed)
     started = time.time()
     images = train.make_dataset(cfg, np.random.default_rng(cfg.seed))[1]
@@ -40,7 +48,7 @@ def main() -> None:
                 averages[decay] = [w.clone() for w in weights]
             else:
                 torch._foreach_lerp_(averages[decay], weights, 1 - decay)
-        if step in SNAPSHOTS:
+        if step in snapshot_steps:
             snapshots[f"step {step}"] = copy.deepcopy(vae.state_dict())
 
     vae = train.train_vae(cfg, images, log, after_step)

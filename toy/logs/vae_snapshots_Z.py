@@ -43,7 +43,7 @@ def main() -> None:
 
     def after_step(step: int, vae: AutoencoderKL) -> None:
         weights = [p.detach() for p in vae.parameters()]
-        for decay in EMA_DECAYS:  # from the first step, as toy.train's U-Net EMA
+        for decay in EMA_DECAYS:  # a fixed decay from the first step (toy.train's U-Net EMA warms its decay up)
             if decay not in averages:
                 averages[decay] = [w.clone() for w in weights]
             else:

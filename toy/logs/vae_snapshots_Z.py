@@ -54,12 +54,10 @@ def main() -> None:
     vae = train.train_vae(cfg, images, log, after_step)
     print(f"trained {cfg.vae_steps} VAE steps in {(time.time() - started) / 60:.1f} minutes", flush=True)
     snapshots[f"step {cfg.vae_steps - 1} (the VAE toy.train saves)"] = copy.deepcopy(vae.state_dict())
+    names = [name for name, _ in vae.named_parameters()]
     for decay, weights in averages.items():
-        ema = copy.deepcopy(vae)
-        with torch.no_grad():
-            for p, w in zip(ema.parameters(), weights, strict=True):
-                p.copy_(w)
-        snapshots[f"EMA {decay}"] = copy.deepcopy(ema.state_dict())
+        snapshots[f"EMA {decay}"] = {**snapshots[f"step {cfg.vae_steps - 1} (the VAE toy.train saves)"],
+                                     **dict(zip(names, weights, strict=True))}  # fmt: skip
     run = {"stages": [{"config": dataclasses.asdict(cfg)}], "log": log}
     for name, state in snapshots.items():
         vae.load_state_dict(state)

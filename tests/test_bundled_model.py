@@ -304,6 +304,9 @@ def test_training_is_reproducible_on_one_machine(tmp_path):
         ("--unet-channels", "24,48"),  # not multiples of the group norm's 16 groups
         ("--unet-channels", "32"),  # one level
         ("--unet-channels", "32,wide"),
+        ("--vae-target", "101"),
+        ("--vae-check-every", "0"),
+        ("--vae-draws", "0"),
     ],
 )
 def test_training_refuses_an_option_out_of_range(tmp_path, flag: str, value: str):
@@ -315,9 +318,12 @@ def test_training_refuses_an_option_out_of_range(tmp_path, flag: str, value: str
     assert not out.exists()
 
 
-@pytest.mark.parametrize("flag", [["--vae-bf16"], ["--vae-adamw", "fused"]])
+@pytest.mark.parametrize(
+    "flag", [["--vae-bf16"], ["--vae-adamw", "fused"], ["--vae-target", "97"], ["--vae-check-every", "100"]]
+)
 def test_training_refuses_vae_options_on_a_stage_that_trains_no_vae(tmp_path, flag):
-    """A --resume stage keeps the saved VAE, so --vae-bf16 or --vae-adamw there would be logged and do nothing."""
+    """A --resume stage keeps the saved VAE, so an option of the VAE's training there would be logged and do
+    nothing."""
     out = tmp_path / "never"
     command = [sys.executable, "-m", "toy.train", "--smoke", "--out", str(out), "--resume", str(tmp_path), *flag]
     run = subprocess.run(command, capture_output=True, text=True)
@@ -395,7 +401,8 @@ def test_training_on_a_saved_vae_keeps_that_vae(tmp_path):
     assert (
         stage_config(held, 0).seed == 1 and logs[1]["summary"]["scaling_factor"] == logs[0]["summary"]["scaling_factor"]
     )
-    for flag in (["--vae-bf16"], ["--vae-steps", "2"], ["--vae-adamw", "for-loop"], ["--resume", str(source)]):
+    for flag in (["--vae-bf16"], ["--vae-steps", "2"], ["--vae-adamw", "for-loop"], ["--resume", str(source)],
+                 ["--vae-target", "97"], ["--vae-draws", "2"]):  # fmt: skip
         never = tmp_path / "never"
         run = subprocess.run(
             [*train, "--vae-from", str(source), *flag, "--out", str(never)], capture_output=True, text=True
@@ -404,6 +411,39 @@ def test_training_on_a_saved_vae_keeps_that_vae(tmp_path):
         assert not never.exists()
     missing = subprocess.run([*train, "--vae-from", str(tmp_path / "nothing")], capture_output=True, text=True)
     assert missing.returncode == 2 and str(tmp_path / "nothing") in missing.stderr, missing.stderr[-500:]
+
+
+def test_vae_target_reads_the_vae_as_it_trains_and_draws_again_when_it_ends_short(tmp_path):
+    """--vae-target: the first stage reads its VAE's two-shape ceiling from half way and at the last step, logs each
+    reading, and with --vae-draws 2 trains a second VAE when the first ends short; a smoke VAE never reaches 100, so
+    both draws are trained, the better kept, and make evaluate's VAE line says it ended short. --vae-from keeps the
+    readings with the VAE."""
+    train = [sys.executable, "-m", "toy.train", "--smoke", "--threads", "1"]
+    read, held = tmp_path / "read", tmp_path / "held"
+    for extra in (
+        ["--vae-target", "100", "--vae-check-every", "1", "--vae-draws", "2", "--out", str(read)],
+        ["--vae-from", str(read), "--out", str(held)],
+    ):
+        run = subprocess.run([*train, *extra], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+    log = json.loads((read / "training_log.json").read_text())
+    readings = [row for row in log["log"] if row["stage"] == "vae_reading"]
+    half = SMOKE.vae_steps // 2
+    assert [(row["draw"], row["step"]) for row in readings] == [(d, s) for d in (0, 1) for s in range(half, 3)]
+    assert all(0 <= row["shape"] < 100 and 0 <= row["color"] <= 100 for row in readings)
+    kept = [row for row in readings if row.get("kept")]
+    assert len(kept) == 1 and kept[0]["step"] == SMOKE.vae_steps - 1
+    assert kept[0]["shape"] == max(row["shape"] for row in readings if row["step"] == SMOKE.vae_steps - 1)
+    assert sum(row["stage"] == "vae" for row in log["log"]) == SMOKE.vae_steps  # the kept draw's steps only
+    assert stage_config(read, 0).vae_target == 100 and stage_config(read, 0).vae_draws == 2
+    line = evaluate.vae_training_line(log)
+    assert f"ended short at {kept[0]['shape']:.1f} at step {SMOKE.vae_steps - 1} of draw {kept[0]['draw']}" in line
+    assert "2 VAE draw(s), target 100" in line
+    held_log = json.loads((held / "training_log.json").read_text())
+    assert [row for row in held_log["log"] if row["stage"].startswith("vae")] == [
+        row for row in log["log"] if row["stage"].startswith("vae")
+    ]
+    assert evaluate.vae_training_line(held_log) == line
 
 
 def test_vae_probe_trains_the_first_stages_vae_and_reads_its_ceiling():

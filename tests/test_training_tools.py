@@ -97,6 +97,76 @@ def test_train_vae_shows_each_step_to_after_step():
     assert torch.equal(seen[-1][1], next(vae.parameters())) and not torch.equal(seen[0][1], seen[-1][1])
 
 
+def scripted_reader(shapes: list[float], seen: list[torch.Tensor]):
+    """A stand-in for train.vae_reading that returns the given shape readings in turn and records a weight of each
+    VAE it read."""
+    readings = iter(shapes)
+
+    def read(cfg: train.Config, vae) -> dict[str, float]:
+        seen.append(next(vae.parameters()).detach().clone())
+        return {"color": 50.0, "shape": next(readings)}
+
+    return read
+
+
+def test_vae_target_ends_the_vae_stage_at_the_first_reading_that_reaches_it():
+    """Readings from half way, every vae_check_every steps; the stage ends at the first that reaches the target,
+    with the VAE plain training would have at that step (reading draws no random numbers)."""
+    cfg = dataclasses.replace(train.SMOKE, vae_steps=8, vae_target=50.0, vae_check_every=2)
+    images = train.make_dataset(cfg, np.random.default_rng(0))[1]
+    log: list[dict] = []
+    torch.manual_seed(0)
+    vae = train.train_vae_to_target(cfg, images, log, scripted_reader([10.0, 60.0, 99.0], []))
+    assert [(row["step"], row["shape"]) for row in log if row["stage"] == "vae_reading"] == [(4, 10.0), (6, 60.0)]
+    assert [row["step"] for row in log if row["stage"] == "vae"] == list(range(7))
+    assert [row.get("kept", False) for row in log if row["stage"] == "vae_reading"] == [False, True]
+    torch.manual_seed(0)
+    plain = train.train_vae(cfg, images, [], lambda step, v: step == 6)
+    for a, b in zip(vae.parameters(), plain.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_vae_target_draws_again_and_keeps_the_best_last_reading():
+    """When a VAE ends short of the target, another is drawn as the seed 1000 further on draws it, up to vae_draws;
+    none reaching it, the one whose last reading is highest is kept, and only its steps are logged as "vae" rows."""
+    cfg = dataclasses.replace(train.SMOKE, vae_steps=4, vae_target=99.0, vae_check_every=1, vae_draws=3)
+    images = train.make_dataset(cfg, np.random.default_rng(0))[1]
+    log: list[dict] = []
+    torch.manual_seed(0)
+    seen: list[torch.Tensor] = []
+    vae = train.train_vae_to_target(cfg, images, log, scripted_reader([10, 30, 5, 50, 40, 40], seen))
+    readings = [row for row in log if row["stage"] == "vae_reading"]
+    assert [(row["draw"], row["step"]) for row in readings] == [(d, s) for d in range(3) for s in (2, 3)]
+    assert [row for row in readings if row.get("kept")] == [readings[3]] and readings[3]["draw"] == 1
+    assert sum(row["stage"] == "vae" for row in log) == cfg.vae_steps
+    torch.manual_seed(1000)
+    second = train.train_vae(dataclasses.replace(cfg, seed=1000), images, [])
+    for a, b in zip(vae.parameters(), second.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(seen[1], seen[3])  # the draws' last weights differ
+
+
+def test_vae_reading_reads_a_float16_copy_and_leaves_the_vae_as_it_was():
+    """train.vae_reading: toy.evaluate's two-shape ceiling of the VAE rounded as saved, the same twice; the VAE being
+    trained keeps its float32 weights."""
+    from types import SimpleNamespace
+
+    from toy.evaluate import vae_ceiling_two_shapes, vae_world
+
+    cfg = train.SMOKE
+    torch.manual_seed(0)
+    vae = train.build_vae(cfg)
+    before = [p.detach().clone() for p in vae.parameters()]
+    first, second = train.vae_reading(cfg, vae), train.vae_reading(cfg, vae)
+    assert first == second and set(first) >= {"color", "shape"}
+    assert all(p.dtype == torch.float32 and torch.equal(p, q) for p, q in zip(vae.parameters(), before, strict=True))
+    rounded = train.build_vae(cfg)
+    rounded.load_state_dict(vae.state_dict())
+    rounded.to(torch.float16).to(torch.float32).eval()
+    world_options = vae_world(dataclasses.asdict(cfg))
+    assert first == vae_ceiling_two_shapes(SimpleNamespace(vae=rounded), np.random.default_rng(6), world_options)
+
+
 def test_unet_heads_split_the_same_weights_into_that_many_heads():
     """unet_heads changes how each attention layer splits its channels, not its weights: from one seed, 2 heads and 8
     have the same parameters, and the U-Net's output differs (the heads attend separately)."""

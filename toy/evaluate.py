@@ -222,10 +222,20 @@ def vae_training_line(log: dict, last: int = 200) -> str:
         raise ValueError("the training log has no VAE steps: was the first stage's log kept?")
     precision = "bfloat16 autocast" if log["stages"][0]["config"].get("vae_bf16") else "float32"
     tail = mse[-last:]
-    return (
+    line = (
         f"The VAE trained {len(mse):,} steps ({precision}); its reconstruction MSE over the last {len(tail)} "
         f"steps averaged {sum(tail) / len(tail):.5f}."
     )
+    readings = [row for row in log["log"] if row["stage"] == "vae_reading"]
+    if readings:  # toy.train --vae-target read its two-shape ceiling as it trained
+        target, kept = log["stages"][0]["config"]["vae_target"], next(row for row in readings if row.get("kept"))
+        draws = len({row["draw"] for row in readings})
+        line += (
+            f" Read as it trained ({len(readings)} readings of {draws} VAE draw(s), target {target:g}), its "
+            f"two-shape shape ceiling {'reached' if kept['shape'] >= target else 'ended short at'} "
+            f"{kept['shape']:.1f} at step {kept['step']:,} of draw {kept['draw']}."
+        )
+    return line
 
 
 def evaluate_command(model: str, repeats: int) -> str:

@@ -43,6 +43,7 @@ diffusers' layout, with the loss log beside them.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -52,6 +53,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -108,6 +110,9 @@ class Config:
     shape_range: float = 0.0  # the same for the outlines of circles and squares (world.shape_exponent); L
     vae_color_range: float | None = None  # the VAE stage's own colour range (None: color_range); L, the end
     vae_fused_adamw: bool | None = None  # the VAE stage's own AdamW kernel (None: fused_adamw); --vae-from logs it
+    vae_target: float = 0.0  # end the VAE stage once its two-shape shape ceiling reads this, percent; 0: no readings
+    vae_check_every: int = 200  # steps between those readings, from half way through the VAE stage
+    vae_draws: int = 1  # VAEs drawn at most when each ends short of vae_target (the best last reading is kept)
     seed: int = 0
 
 
@@ -121,6 +126,9 @@ VAE_FIELDS = (
     "vae_bf16",
     "vae_color_range",
     "vae_fused_adamw",
+    "vae_target",
+    "vae_check_every",
+    "vae_draws",
 )
 
 
@@ -249,11 +257,15 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def train_vae(
-    cfg: Config, images: np.ndarray, log: list[dict], after_step: Callable[[int, AutoencoderKL], None] | None = None
+    cfg: Config,
+    images: np.ndarray,
+    log: list[dict],
+    after_step: Callable[[int, AutoencoderKL], bool | None] | None = None,
 ) -> AutoencoderKL:
     """Train the VAE from scratch; with cfg.vae_bf16 its forward passes run under bfloat16 autocast, which the CPU's
     AMX units multiply (the loss, the weights and the optimiser stay float32). `after_step(step, vae)`, if given, is
-    called after each update, for probes that read the VAE along its training (toy/logs/vae_snapshots_Z.py)."""
+    called after each update, for probes that read the VAE along its training (toy/logs/vae_snapshots_Z.py); when it
+    returns True the stage ends there."""
     vae = build_vae(cfg)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0, fused=vae_fused_adamw(cfg) or None)
     schedule = lr_schedule(opt, cfg.vae_steps, cfg.warmup, floor=0.1)
@@ -272,9 +284,82 @@ def train_vae(
         schedule.step()
         bar.set_postfix(mse=f"{mse.item():.4f}")
         log.append({"stage": "vae", "step": step, "mse": round(mse.item(), 6)})
-        if after_step is not None:
-            after_step(step, vae)
+        if after_step is not None and after_step(step, vae):
+            break
     return vae.eval()
+
+
+def vae_reading(cfg: Config, vae: AutoencoderKL) -> dict[str, float]:
+    """toy.evaluate's two-shape VAE ceiling (percent right per attribute on its 1,000 scenes, the same scenes each
+    time) of the VAE as it would be saved (float16 weights), on the world the VAE trains on: what --vae-target reads."""
+    from toy.evaluate import vae_ceiling_two_shapes, vae_world  # imported here: toy.evaluate imports this module
+
+    saved = copy.deepcopy(vae).to(torch.float16).to(torch.float32).eval()
+    return vae_ceiling_two_shapes(SimpleNamespace(vae=saved), np.random.default_rng(6), vae_world(asdict(cfg)))
+
+
+def train_vae_to_target(
+    cfg: Config,
+    images: np.ndarray,
+    log: list[dict],
+    read: Callable[[Config, AutoencoderKL], dict[str, float]] = vae_reading,
+) -> AutoencoderKL:
+    """The first stage's VAE. With cfg.vae_target, its two-shape shape ceiling (`read`) is read every
+    cfg.vae_check_every steps from half way, and at the last step, and the stage ends at the first reading that
+    reaches the target. VAEs of one recipe part early and end apart (toy/EXPERIMENTS.md, Z), so a VAE that ends short
+    is drawn again, as the seed 1000 further on would draw it on the same pictures, up to cfg.vae_draws VAEs; then the
+    best last reading is kept. Every reading is logged ("vae_reading" rows; the kept VAE's last one marked "kept"),
+    and the kept VAE's steps are the "vae" rows."""
+    if cfg.vae_target <= 0:
+        return train_vae(cfg, images, log)
+    best: tuple[AutoencoderKL, list[dict], dict] | None = None
+    for draw in range(cfg.vae_draws):
+        vae, rows, reading = train_vae_draw(cfg, draw, images, log, read)
+        if best is None or reading["shape"] > best[2]["shape"]:
+            best = (vae, rows, reading)
+        if reading["shape"] >= cfg.vae_target:
+            break
+    assert best is not None
+    vae, rows, reading = best
+    if reading["shape"] < cfg.vae_target:
+        print(f"no VAE of {cfg.vae_draws} reached the target {cfg.vae_target:g}; kept the best, {reading['shape']:.1f}")
+    reading["kept"] = True
+    log.extend(rows)
+    return vae
+
+
+def train_vae_draw(
+    cfg: Config,
+    draw: int,
+    images: np.ndarray,
+    log: list[dict],
+    read: Callable[[Config, AutoencoderKL], dict[str, float]],
+) -> tuple[AutoencoderKL, list[dict], dict]:
+    """One VAE of train_vae_to_target: the seed's own for draw 0 (the readings draw no random numbers), else the
+    VAE of the seed 1000 * draw further on. Returns it, its step rows and its last reading's row; the readings go to
+    `log` as they are taken."""
+    draw_cfg = dataclasses.replace(cfg, seed=cfg.seed + 1000 * draw)
+    if draw:
+        torch.manual_seed(draw_cfg.seed)
+    rows: list[dict] = []
+    readings: list[dict] = []
+
+    def after_step(step: int, vae: AutoencoderKL) -> bool:
+        if step + 1 < cfg.vae_steps and (step < cfg.vae_steps // 2 or step % cfg.vae_check_every):
+            return False
+        started = time.time()
+        reading = read(cfg, vae)
+        readings.append(
+            {"stage": "vae_reading", "draw": draw, "step": step, **{k: reading[k] for k in ("color", "shape")}}
+        )
+        log.append(readings[-1])
+        print(
+            f"VAE draw {draw}, step {step}: two-shape ceiling colour {reading['color']:.1f}, shape "
+            f"{reading['shape']:.1f} (target {cfg.vae_target:g}; read in {time.time() - started:.0f} s)"
+        )
+        return reading["shape"] >= cfg.vae_target
+
+    return train_vae(draw_cfg, images, rows, after_step), rows, readings[-1]
 
 
 @torch.no_grad()
@@ -449,6 +534,13 @@ def main() -> None:
         "--vae-bf16", action="store_true", help="the VAE stage under bfloat16 autocast (faster on CPUs with AMX)"
     )
     parser.add_argument(
+        "--vae-target",
+        type=float,
+        help="end the VAE stage once its two-shape shape ceiling reads this percent (first stage only; 0: no readings)",
+    )
+    parser.add_argument("--vae-check-every", type=int, help="VAE steps between --vae-target's readings, from half way")
+    parser.add_argument("--vae-draws", type=int, help="VAEs drawn at most while each ends short of --vae-target")
+    parser.add_argument(
         "--average-last", type=int, help="save the equal average of the last N steps' weights (SWA), not the EMA"
     )
     parser.add_argument("--caption-keep", type=float, help="probability that a caption names each optional attribute")
@@ -504,6 +596,9 @@ def main() -> None:
         "color_range": ("color_range", 0.0, 2.0),
         "shape_range": ("shape_range", 0.0, 2.0),
         "vae_color_range": ("vae_color_range", 0.0, 2.0),
+        "vae_target": ("vae_target", 0.0, 100.0),
+        "vae_check_every": ("vae_check_every", 1, math.inf),
+        "vae_draws": ("vae_draws", 1, math.inf),
         "warmup": ("warmup", 0, math.inf),
     }
     changes = {
@@ -548,15 +643,22 @@ def main() -> None:
     for flag, given in (("--unet-heads", args.unet_heads), ("--unet-channels", args.unet_channels)):
         if args.resume and given is not None:
             parser.error(f"{flag} builds a new U-Net; --resume {args.resume} goes on with the saved one")
-    for flag, given in (("--vae-bf16", args.vae_bf16), ("--vae-adamw", args.vae_adamw)):
-        if args.resume and given:
+    vae_options = {  # options of the VAE's own training (None: not given)
+        "--vae-bf16": args.vae_bf16 or None,
+        "--vae-adamw": args.vae_adamw,
+        "--vae-target": args.vae_target,
+        "--vae-check-every": args.vae_check_every,
+        "--vae-draws": args.vae_draws,
+    }
+    for flag, given in vae_options.items():
+        if args.resume and given is not None:
             parser.error(
                 f"{flag} changes how the VAE is trained; --resume {args.resume} keeps the saved VAE and trains none"
             )
     if args.vae_from is not None:
-        for flag, given in (("--resume", args.resume), ("--vae-bf16", args.vae_bf16), ("--vae-steps", args.vae_steps),
-                            ("--vae-color-range", args.vae_color_range), ("--vae-adamw", args.vae_adamw)):  # fmt: skip
-            if given:
+        given_vae = {"--resume": args.resume, "--vae-steps": args.vae_steps, "--vae-color-range": args.vae_color_range}
+        for flag, given in {**given_vae, **vae_options}.items():
+            if given is not None:
                 parser.error(f"--vae-from {args.vae_from} trains no VAE, so {flag} has nothing to do")
         if not (args.vae_from / "vae" / "config.json").is_file() or not (args.vae_from / "training_log.json").is_file():
             parser.error(f"--vae-from {args.vae_from}: no saved model there (vae/config.json and training_log.json)")
@@ -588,13 +690,13 @@ def main() -> None:
     elif args.vae_from is not None:  # the saved VAE and its training log's rows: this model's VAE is that one
         vae, start = AutoencoderKL.from_pretrained(args.vae_from, subfolder="vae", torch_dtype=torch.float32), None
         source_log = json.loads((args.vae_from / "training_log.json").read_text())["log"]
-        log = [row for row in source_log if row["stage"] == "vae"]
+        log = [row for row in source_log if row["stage"] in ("vae", "vae_reading")]
     else:  # with a colour range of its own, the VAE learns the same seed's scenes drawn at that range
         vae_images = images
         if cfg.vae_color_range not in (None, cfg.color_range):
             vae_cfg = dataclasses.replace(cfg, color_range=cfg.vae_color_range)
             vae_images = make_dataset(vae_cfg, np.random.default_rng(cfg.seed))[1]
-        vae, start = train_vae(cfg, vae_images, log), None
+        vae, start = train_vae_to_target(cfg, vae_images, log), None
     means, stds = encode_all(vae, images)
     if not args.resume and args.vae_from is None:
         vae.register_to_config(scaling_factor=round(float(1.0 / means.std()), 5))

@@ -22,11 +22,14 @@ I), `--shape-range` lets circles and squares overlap as colour names do (section
 stage a colour range of its own (section M: worse, the U-Net needs the latent of a VAE that saw its own world);
 `--unet-heads 2` and `--fused-adamw` make a U-Net step about a quarter cheaper (sections V and W: worse on PNDM on
 another VAE draw, every bar met on the shipped VAE), `--unet-channels` narrows the U-Net and `--ema-foreach` updates the
-EMA in foreach ops (section W; three draws of a narrow U-Net each missed a bar, section X), and `--vae-adamw` gives the
-VAE stage its own AdamW kernel. What the shipped recipe also keeps: an EMA window short enough not to lag (0.995), a
-rate decaying to 2%, captions that name each optional attribute 85% of the time until the last stage, and two short
-later stages at a fresh rate. The shipped model (`make train`, 81 minutes on session 19's 2 cores; the minutes each
-stage took are in models/toy-sd/training_log.json and toy/RESULTS.md):
+EMA in foreach ops (section W; three draws of a narrow U-Net each missed a bar, section X), `--vae-adamw` gives the
+VAE stage its own AdamW kernel, and `--vae-target` reads the VAE's two-shape shape ceiling as it trains (every
+`--vae-check-every` steps from half way), ends the VAE stage at the first reading that reaches it, and draws the VAE
+again when it ends short (`--vae-draws`; sections Z and AA: one recipe's VAEs end of two kinds). What the shipped
+recipe also keeps: an EMA window short enough not to lag (0.995), a rate decaying to 2%, captions that name each
+optional attribute 85% of the time until the last stage, and two short later stages at a fresh rate. The shipped model
+(`make train`, 81 minutes on session 19's 2 cores; the minutes each stage took are in models/toy-sd/training_log.json
+and toy/RESULTS.md):
 
     python -m toy.train --color-range 2.0 --vae-steps 2800 --steps 8000 --vae-bf16   # the VAE, 8,000 U-Net steps
     python -m toy.train --resume models/toy-sd --steps 800 --lr 6e-4 --warmup 20 --color-range 2.0 \

@@ -351,10 +351,8 @@ def train_vae_draw(
         if step + 1 < cfg.vae_steps and (step < cfg.vae_steps // 2 or step % cfg.vae_check_every):
             return False
         started = time.time()
-        reading = read(cfg, vae)
-        readings.append(
-            {"stage": "vae_reading", "draw": draw, "step": step, **{k: reading[k] for k in ("color", "shape")}}
-        )
+        reading = {k: round(v, 2) for k, v in read(cfg, vae).items() if k in ("color", "shape")}  # as logged
+        readings.append({"stage": "vae_reading", "draw": draw, "step": step, **reading})
         log.append(readings[-1])
         print(
             f"VAE draw {draw}, step {step}: two-shape ceiling colour {reading['color']:.1f}, shape "

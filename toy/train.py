@@ -7,29 +7,28 @@ v1.5's own noise schedule and 10% empty captions for classifier-free guidance (l
 from it). The text encoder is trained, not frozen: SD freezes a CLIP encoder that already knows language; a
 randomly initialised one knows nothing, and training it is what lets "red" mean red.
 
-The shipped recipe's world lets each named colour cover a range so wide that neighbouring names overlap
-(`--color-range 2.0`: "red" is many reds, and a "red" may be as orange as orange itself, as colour words are in real
-captions), and one colour word in ten is replaced by a random colour (`--caption-noise 0.1 --caption-noise-kinds
-color`, the default, so a caption's colour is right about 92% of the time, as web captions are sometimes wrong). The
-overlapping world needs a VAE trained on it for twice the default steps (`--vae-steps 2800`, under bfloat16 autocast
-with `--vae-bf16`), and the two last stages train on mostly empty captions (`--empty-caption-prob 0.7`, 10% before
-them) and half two-shape pictures, the last with captions that name fewer attributes (`--caption-keep 0.6`), which
-steadies PNDM at guidance 7.5 (toy/EXPERIMENTS.md, J to U). Options, off by default, that were measured and not shipped:
-`--high-noise-share` draws that share of the timesteps from the noisier half of the schedule, `--min-snr-gamma` weights
-the loss by Min-SNR (Hang et al. 2023), `--x0-weight-cap` weights the noisiest steps by 1/SNR, `--variation` varies
-shades and lighting that no caption names, caption noise on the other kinds of word (`--caption-noise-kinds`; section
-I), `--shape-range` lets circles and squares overlap as colour names do (section L); `--vae-color-range` gives the VAE
-stage a colour range of its own (section M: worse, the U-Net needs the latent of a VAE that saw its own world);
-`--unet-heads 2` and `--fused-adamw` make a U-Net step about a quarter cheaper (sections V and W: worse on PNDM on
-another VAE draw, every bar met on the shipped VAE), `--unet-channels` narrows the U-Net and `--ema-foreach` updates the
-EMA in foreach ops (section W; three draws of a narrow U-Net each missed a bar, section X), `--vae-adamw` gives the
-VAE stage its own AdamW kernel, and `--vae-target` reads the VAE's two-shape shape ceiling as it trains (every
-`--vae-check-every` steps from half way), ends the VAE stage at the first reading that reaches it, and draws the VAE
-again when it ends short (`--vae-draws`; sections Z and AA: one recipe's VAEs end of two kinds). What the shipped
-recipe also keeps: an EMA window short enough not to lag (0.995), a rate decaying to 2%, captions that name each
-optional attribute 85% of the time until the last stage, and two short later stages at a fresh rate. The shipped model
-(`make train`, 81 minutes on session 19's 2 cores; the minutes each stage took are in models/toy-sd/training_log.json
-and toy/RESULTS.md):
+The shipped recipe's world lets each named colour cover a range so wide that neighbouring names overlap (`--color-range
+2.0`: "red" is many reds, and a "red" may be as orange as orange itself, as colour words are in real captions), and one
+colour word in ten is replaced by a random colour (`--caption-noise 0.1 --caption-noise-kinds color`, the default, so a
+caption's colour is right about 92% of the time, as web captions are sometimes wrong). The overlapping world needs a VAE
+trained on it for twice the default steps (`--vae-steps 2800`, under bfloat16 autocast with `--vae-bf16`), and the two
+last stages train on mostly empty captions (`--empty-caption-prob 0.7`, 10% before them) and half two-shape pictures,
+the last with captions that name fewer attributes (`--caption-keep 0.6`), which steadies PNDM at guidance 7.5
+(toy/EXPERIMENTS.md, J to U). Options, off by default, that were measured and not shipped: `--high-noise-share` draws
+that share of the timesteps from the noisier half of the schedule, `--min-snr-gamma` weights the loss by Min-SNR (Hang
+et al. 2023), `--x0-weight-cap` weights the noisiest steps by 1/SNR, `--variation` varies shades and lighting that no
+caption names, caption noise on the other kinds of word (`--caption-noise-kinds`; section I), `--shape-range` lets
+circles and squares overlap as colour names do (section L); `--vae-color-range` gives the VAE stage a colour range of
+its own (section M: worse, the U-Net needs the latent of a VAE that saw its own world); `--unet-heads 2` and
+`--fused-adamw` make a U-Net step about a quarter cheaper (sections V and W: worse on PNDM on another VAE draw, every
+bar met on the shipped VAE), `--unet-channels` narrows the U-Net and `--ema-foreach` updates the EMA in foreach ops
+(section W; three draws of a narrow U-Net each missed a bar, section X), `--vae-adamw` gives the VAE stage its own AdamW
+kernel, and `--vae-target` reads the VAE's two-shape shape ceiling as it trains (at each multiple of `--vae-check-every`
+from half way), ends the VAE stage at the first reading that reaches it, and with `--vae-draws 2` or more draws the VAE
+again when it ends short (sections Z and AA: one recipe's VAEs end of two kinds). What the shipped recipe also keeps: an
+EMA window short enough not to lag (0.995), a rate decaying to 2%, captions that name each optional attribute 85% of the
+time until the last stage, and two short later stages at a fresh rate. The shipped model (`make train`, 81 minutes on
+session 19's 2 cores; the minutes each stage took are in models/toy-sd/training_log.json and toy/RESULTS.md):
 
     python -m toy.train --color-range 2.0 --vae-steps 2800 --steps 8000 --vae-bf16   # the VAE, 8,000 U-Net steps
     python -m toy.train --resume models/toy-sd --steps 800 --lr 6e-4 --warmup 20 --color-range 2.0 \
@@ -114,7 +113,7 @@ class Config:
     vae_color_range: float | None = None  # the VAE stage's own colour range (None: color_range); L, the end
     vae_fused_adamw: bool | None = None  # the VAE stage's own AdamW kernel (None: fused_adamw); --vae-from logs it
     vae_target: float = 0.0  # end the VAE stage once its two-shape shape ceiling reads this, percent; 0: no readings
-    vae_check_every: int = 200  # steps between those readings, from half way through the VAE stage
+    vae_check_every: int = 200  # read at the multiples of this from half way through the VAE stage, and at its end
     vae_draws: int = 1  # VAEs drawn at most when each ends short of vae_target (the best last reading is kept)
     seed: int = 0
 
@@ -294,7 +293,8 @@ def train_vae(
 
 def vae_reading(cfg: Config, vae: AutoencoderKL) -> dict[str, float]:
     """toy.evaluate's two-shape VAE ceiling (percent right per attribute on its 1,000 scenes, the same scenes each
-    time) of the VAE as it would be saved (float16 weights), on the world the VAE trains on: what --vae-target reads."""
+    time) of the VAE as it would be saved (float16 weights), on the world the VAE trains on with each colour kept
+    within its name (toy.evaluate.vae_world): what --vae-target reads."""
     from toy.evaluate import vae_ceiling_two_shapes, vae_world  # imported here: toy.evaluate imports this module
 
     saved = copy.deepcopy(vae).to(torch.float16).to(torch.float32).eval()
@@ -307,9 +307,9 @@ def train_vae_to_target(
     log: list[dict],
     read: Callable[[Config, AutoencoderKL], dict[str, float]] = vae_reading,
 ) -> AutoencoderKL:
-    """The first stage's VAE. With cfg.vae_target, its two-shape shape ceiling (`read`) is read every
-    cfg.vae_check_every steps from half way, and at the last step, and the stage ends at the first reading that
-    reaches the target. VAEs of one recipe part early and end apart (toy/EXPERIMENTS.md, Z), so a VAE that ends short
+    """The first stage's VAE. With cfg.vae_target, its two-shape shape ceiling (`read`) is read at each multiple of
+    cfg.vae_check_every from half way, and at the last step, and the stage ends at the first reading that reaches
+    the target. VAEs of one recipe part early and end apart (toy/EXPERIMENTS.md, Z), so a VAE that ends short
     is drawn again, as the seed 1000 further on would draw it on the same pictures, up to cfg.vae_draws VAEs; then the
     best last reading is kept. Every reading is logged ("vae_reading" rows; the kept VAE's last one marked "kept"),
     and the kept VAE's steps are the "vae" rows."""

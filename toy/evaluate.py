@@ -118,10 +118,15 @@ def reconstruction_accuracy(
     images = np.stack([world.render(scene, rng, **world_options) for scene in scenes])
     vae = components.vae
     latents = vae.encode(to_tensor(images)).latent_dist.mode() * vae.config.scaling_factor
-    decoded = [np.asarray(image) for image in to_pil(to_numpy(decode(components, latents)))]
+    return read_back(scenes, decode(components, latents))
+
+
+def read_back(scenes: list[world.Scene], pixels: torch.Tensor) -> dict[str, float]:
+    """Percent right per attribute of decoded pictures ((N, 3, H, W) in [0, 1], rounded to 8 bits as saved), each
+    read back against its scene's full caption."""
     hits: dict[str, list[bool]] = defaultdict(list)
-    for scene, image in zip(scenes, decoded):
-        for key, ok in world.score(world.caption(scene), image).items():
+    for scene, image in zip(scenes, to_pil(to_numpy(pixels))):
+        for key, ok in world.score(world.caption(scene), np.asarray(image)).items():
             hits[key].append(ok)
     return {k: 100.0 * float(np.mean(v)) for k, v in hits.items()}
 

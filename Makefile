@@ -43,16 +43,18 @@ lab: $(VENV)/.runtime
 notebook: $(VENV)/.dev
 	$(PY) tools/execute_notebook.py $(NOTEBOOK)
 
-## train: retrain the bundled model in models/toy-sd from scratch, in three stages (81 minutes on 2 CPU cores, over
-## #14's hour: toy/EXPERIMENTS.md section T), in the world where neighbouring colour names overlap: a VAE trained
-## under bfloat16 autocast, then 8,000 U-Net steps; two last stages with most captions empty and half the pictures two
-## shapes, the second naming fewer attributes. On another machine the same commands train another model (section Q)
+## train: retrain the bundled model in models/toy-sd from scratch, in three stages (59.6 minutes on 2 CPU cores, inside
+## #14's hour: toy/EXPERIMENTS.md section AB, run J), in the world where neighbouring colour names overlap: a VAE
+## trained under bfloat16 autocast, then 7,500 steps of a U-Net with widths 32, 96, 96 and 2 attention heads; two last
+## stages with most captions empty and half, then three quarters, of the pictures two shapes, the second naming fewer
+## attributes. The seed draws the VAE; on another machine the same commands train another model (sections Q and Z)
 train: $(VENV)/.runtime
-	$(PY) -m toy.train --color-range 2.0 --vae-steps 2800 --steps 8000 --vae-bf16
+	$(PY) -m toy.train --seed 1 --color-range 2.0 --vae-steps 2800 --vae-bf16 --vae-adamw for-loop --steps 7500 \
+		--unet-heads 2 --unet-channels 32,96,96 --fused-adamw --ema-foreach
 	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 6e-4 --warmup 20 --color-range 2.0 \
-		--empty-caption-prob 0.7 --two-shape-prob 0.5
+		--empty-caption-prob 0.7 --two-shape-prob 0.5 --fused-adamw --ema-foreach
 	$(PY) -m toy.train --resume models/toy-sd --steps 800 --lr 6e-4 --warmup 20 --color-range 2.0 \
-		--empty-caption-prob 0.7 --two-shape-prob 0.5 --caption-keep 0.6
+		--empty-caption-prob 0.7 --two-shape-prob 0.75 --caption-keep 0.6 --fused-adamw --ema-foreach
 
 ## evaluate: measure the bundled model's prompt adherence into toy/RESULTS.md
 evaluate: $(VENV)/.runtime

@@ -446,6 +446,21 @@ def test_vae_target_reads_the_vae_as_it_trains_and_draws_again_when_it_ends_shor
     assert evaluate.vae_training_line(held_log) == line
 
 
+def test_a_vae_taken_over_trains_the_unet_its_own_run_trained(tmp_path):
+    """From scratch, the first stage trains its U-Net on the latents of its VAE as saved (float16 weights) and draws
+    the U-Net's first weights from the seed alone, so --vae-from on that run's VAE trains the same U-Net and text
+    encoder, bit for bit: a --vae-from experiment measures the model make train would ship."""
+    train = [sys.executable, "-m", "toy.train", "--smoke", "--threads", "1"]
+    scratch, taken = tmp_path / "scratch", tmp_path / "taken"
+    for extra in (["--out", str(scratch)], ["--vae-from", str(scratch), "--out", str(taken)]):
+        run = subprocess.run([*train, *extra], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+    for name in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors", "vae/config.json"):
+        assert (taken / name).read_bytes() == (scratch / name).read_bytes(), name
+    logs = [json.loads((folder / "training_log.json").read_text())["log"] for folder in (scratch, taken)]
+    assert logs[0] == logs[1] and sum(row["stage"] == "unet" for row in logs[0]) == SMOKE.unet_steps
+
+
 def test_vae_probe_trains_the_first_stages_vae_and_reads_its_ceiling():
     """toy.vae_probe: the VAE of toy.train's first stage alone, measured on the capped world toy.evaluate uses, with
     one shape and with two; it reports where the VAE's training ended, and trains the VAE --seed and --bf16 ask for."""

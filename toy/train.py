@@ -12,29 +12,32 @@ The shipped recipe's world lets each named colour cover a range so wide that nei
 colour word in ten is replaced by a random colour (`--caption-noise 0.1 --caption-noise-kinds color`, the default, so a
 caption's colour is right about 92% of the time, as web captions are sometimes wrong). The overlapping world needs a VAE
 trained on it for twice the default steps (`--vae-steps 2800`, under bfloat16 autocast with `--vae-bf16`), and the two
-last stages train on mostly empty captions (`--empty-caption-prob 0.7`, 10% before them) and half two-shape pictures,
-the last with captions that name fewer attributes (`--caption-keep 0.6`), which steadies PNDM at guidance 7.5
-(toy/EXPERIMENTS.md, J to U). Options, off by default, that were measured and not shipped: `--high-noise-share` draws
-that share of the timesteps from the noisier half of the schedule, `--min-snr-gamma` weights the loss by Min-SNR (Hang
-et al. 2023), `--x0-weight-cap` weights the noisiest steps by 1/SNR, `--variation` varies shades and lighting that no
-caption names, caption noise on the other kinds of word (`--caption-noise-kinds`; section I), `--shape-range` lets
-circles and squares overlap as colour names do (section L); `--vae-color-range` gives the VAE stage a colour range of
-its own (section M: worse, the U-Net needs the latent of a VAE that saw its own world); `--unet-heads 2` and
-`--fused-adamw` make a U-Net step about a quarter cheaper (sections V and W: worse on PNDM on another VAE draw, every
-bar met on the shipped VAE), `--unet-channels` narrows the U-Net and `--ema-foreach` updates the EMA in foreach ops
-(section W; three draws of a narrow U-Net each missed a bar, section X), `--vae-adamw` gives the VAE stage its own AdamW
-kernel, and `--vae-target` reads the VAE's two-shape shape ceiling as it trains (at each multiple of `--vae-check-every`
-from half way), ends the VAE stage at the first reading that reaches it, and with `--vae-draws 2` or more draws the VAE
-again when it ends short (sections Z and AA: one recipe's VAEs end of two kinds). What the shipped recipe also keeps: an
-EMA window short enough not to lag (0.995), a rate decaying to 2%, captions that name each optional attribute 85% of the
-time until the last stage, and two short later stages at a fresh rate. The shipped model (`make train`, 81 minutes on
-session 19's 2 cores; the minutes each stage took are in models/toy-sd/training_log.json and toy/RESULTS.md):
+last stages train on mostly empty captions (`--empty-caption-prob 0.7`, 10% before them) and half, then three quarters,
+two-shape pictures, the last with captions that name fewer attributes (`--caption-keep 0.6`), which steadies PNDM at
+guidance 7.5 (toy/EXPERIMENTS.md, J to U). The shipped U-Net is narrower than the default (`--unet-channels 32,96,96`, 2
+attention heads with `--unet-heads 2`) and trains with fused AdamW and a foreach EMA (`--fused-adamw --ema-foreach`, the
+VAE keeping its for-loop AdamW with `--vae-adamw for-loop`): cheaper steps, so that 7,500 of them and the whole recipe
+fit in an hour (sections V to AB). Its `--seed 1` draws a VAE that keeps two shapes apart: a narrow U-Net is only as
+good on two shapes as the VAE under it (sections Y to AB). Options, off by default, that were measured and not shipped:
+`--high-noise-share` draws that share of the timesteps from the noisier half of the schedule, `--min-snr-gamma` weights
+the loss by Min-SNR (Hang et al. 2023), `--x0-weight-cap` weights the noisiest steps by 1/SNR, `--variation` varies
+shades and lighting that no caption names, caption noise on the other kinds of word (`--caption-noise-kinds`; section
+I), `--shape-range` lets circles and squares overlap as colour names do (section L); `--vae-color-range` gives the VAE
+stage a colour range of its own (section M: worse, the U-Net needs the latent of a VAE that saw its own world), and
+`--vae-target` reads the VAE's two-shape shape ceiling as it trains (at each multiple of `--vae-check-every` from half
+way), ends the VAE stage at the first reading that reaches it, and with `--vae-draws 2` or more draws the VAE again when
+it ends short (sections Z and AA: one recipe's VAEs end of two kinds). What the shipped recipe also keeps: an EMA window
+short enough not to lag (0.995), a rate decaying to 2%, captions that name each optional attribute 85% of the time until
+the last stage, and two short later stages at a fresh rate. The shipped model (`make train`, 59.6 minutes on session
+27's 2 cores, section AB's run J; the minutes each stage took are in models/toy-sd/training_log.json and
+toy/RESULTS.md):
 
-    python -m toy.train --color-range 2.0 --vae-steps 2800 --steps 8000 --vae-bf16   # the VAE, 8,000 U-Net steps
+    python -m toy.train --seed 1 --color-range 2.0 --vae-steps 2800 --vae-bf16 --vae-adamw for-loop --steps 7500 \
+        --unet-heads 2 --unet-channels 32,96,96 --fused-adamw --ema-foreach   # the VAE, 7,500 U-Net steps
     python -m toy.train --resume models/toy-sd --steps 800 --lr 6e-4 --warmup 20 --color-range 2.0 \
-        --empty-caption-prob 0.7 --two-shape-prob 0.5   # 70% empty captions, half the pictures two shapes
+        --empty-caption-prob 0.7 --two-shape-prob 0.5 --fused-adamw --ema-foreach   # 70% empty, half two shapes
     python -m toy.train --resume models/toy-sd --steps 800 --lr 6e-4 --warmup 20 --color-range 2.0 \
-        --empty-caption-prob 0.7 --two-shape-prob 0.5 --caption-keep 0.6   # captions that name less
+        --empty-caption-prob 0.7 --two-shape-prob 0.75 --caption-keep 0.6 --fused-adamw --ema-foreach   # name less
     python -m toy.train --smoke --out /tmp/toy-smoke   # a handful of steps on a tiny config
 
 Everything is reproducible from --seed, bit for bit on one machine (another machine's rounding trains another
@@ -377,7 +380,8 @@ def encode_all(vae: AutoencoderKL, images: np.ndarray, batch: int = 64) -> tuple
 
 class CaptionTokens:
     """Token ids of captions, each caption tokenized once: the same ids as one batched tokenizer call (tested).
-    The shipped recipe's 10,600 steps ask for some 680,000 captions of about 3,300 kinds; this saves half a minute."""
+    The shipped recipe's 9,100 steps of 64 ask for some 580,000 captions of about 3,300 kinds; this saves half a
+    minute."""
 
     def __init__(self, tokenizer: CLIPTokenizer) -> None:
         self.tokenizer = tokenizer
@@ -405,9 +409,9 @@ def train_unet(
     """Train from scratch, or go on from `start` (a saved U-Net and text encoder)."""
     unet, text_encoder = start or (build_unet(cfg, means.shape[-1]), build_text_encoder(cfg))
     unet.train(), text_encoder.train()
-    # The plain attention maths trains these tiny heads (6 to 12 channels with 8 heads) faster on the CPU than the
-    # fused scaled-dot-product kernel (as fast with 2 heads); the weights are the same either way, and the saved model
-    # keeps diffusers' default.
+    # The plain attention maths trains tiny heads (6 to 12 channels: 8 heads on widths 48, 96, 96) faster on the CPU
+    # than the fused scaled-dot-product kernel, and the shipped 2 heads (16 to 48 channels) as fast; the weights are the
+    # same either way, and the saved model keeps diffusers' default.
     unet.set_attn_processor(AttnProcessor())
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.0, fused=cfg.fused_adamw or None)
@@ -698,10 +702,15 @@ def main() -> None:
             vae_cfg = dataclasses.replace(cfg, color_range=cfg.vae_color_range)
             vae_images = make_dataset(vae_cfg, np.random.default_rng(cfg.seed))[1]
         vae, start = train_vae_to_target(cfg, vae_images, log), None
+        latent_std = encode_all(vae, images)[0].std()
+        vae.register_to_config(scaling_factor=round(float(1.0 / latent_std), 5))
+        print(f"VAE latent std {latent_std:.4f} -> scaling_factor {vae.config.scaling_factor}")
+        # The U-Net learns the latents of the VAE as it is saved (float16 weights), as a later --resume stage and a
+        # --vae-from run do: a stage trains on the same latents whether its VAE was trained here or loaded
+        vae.to(torch.float16).to(torch.float32)
     means, stds = encode_all(vae, images)
-    if not args.resume and args.vae_from is None:
-        vae.register_to_config(scaling_factor=round(float(1.0 / means.std()), 5))
-    print(f"VAE latent std {means.std():.4f} -> scaling_factor {vae.config.scaling_factor}")
+    if start is None:  # the first weights of the U-Net and text encoder do not depend on how the VAE came here either
+        torch.manual_seed(cfg.seed)
 
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
     unet, text_encoder = train_unet(cfg, scenes, means, stds, vae.config.scaling_factor, tokenizer, log, start)

@@ -147,7 +147,7 @@ def test_open_prompts_are_scored_over_four_seeds(bundled: Components):
 
     opened = open_prompts()
     assert len(opened) == len(set(opened)) == 75 and len(OPEN_SEEDS) == 4 and OPEN_SEEDS[0] == 5
-    # 2 steps: rough pictures, so that the two seeds score differently and pooling shows (3 did, for the model before)
+    # 2 steps: rough pictures, so that the two seeds score differently and pooling shows (3 did, for an older model)
     prompts, seeds, settings = opened[:3] + opened[-3:], (5, 6), {"num_inference_steps": 2, "scheduler": "dpm++"}
     pooled, images, _ = pooled_accuracy(bundled, prompts, seeds, **settings)
     hits: dict[str, list[bool]] = {}

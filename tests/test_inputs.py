@@ -109,7 +109,7 @@ def test_numpy_scalars_and_bounds_are_accepted(untouchable: Components, change: 
 
 def test_overflowing_guidance_is_an_error_not_a_black_image():
     """guidance_scale=1e30 makes the bundled model's latents overflow; the pixels were NaN, saved as a black PNG.
-    (1e20 did with the model shipped before; the one shipped now stays finite there and overflows from 1e25.)"""
+    (1e20 did with an older model; the one shipped now stays finite there and overflows from 1e22.)"""
     bundled = load_components("bundled", device="cpu", dtype=torch.float32)
     kwargs = dict(prompt="a red circle", num_inference_steps=4, seed=0, scheduler="ddim")
     with pytest.raises(FloatingPointError, match="guidance_scale=1e\\+30"):
